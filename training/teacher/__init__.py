@@ -1,0 +1,1 @@
+"""Teacher-model utilities: reading the pretrained musicnn weights without TensorFlow."""
