@@ -94,6 +94,12 @@ class _SampleBuffer:
         return np.concatenate(self.chunks)
 
 
+def _downmix(frame: av.AudioFrame) -> np.ndarray:
+    """Mean over channels of a packed float frame."""
+    channels = len(frame.layout.channels)
+    return frame.to_ndarray().reshape(-1, channels).mean(axis=1)
+
+
 def _decode_pyav(
     source: AudioSource, sample_rate: int, buffer: _SampleBuffer
 ) -> tuple[np.ndarray, str]:
@@ -103,12 +109,13 @@ def _decode_pyav(
         stream = container.streams.audio[0]
         # Keep the channels and average them ourselves: FFmpeg's mono downmix applies a pan
         # law (-3 dB per channel), while soundfile and librosa (musicnn's pipeline) take the mean.
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+        # Packed samples on purpose: PyAV 18's to_ndarray() segfaults on 8-channel planar frames.
+        resampler = av.AudioResampler(format="flt", rate=sample_rate)
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
-                buffer.add(out.to_ndarray().mean(axis=0))
+                buffer.add(_downmix(out))
         for out in resampler.resample(None):
-            buffer.add(out.to_ndarray().mean(axis=0))
+            buffer.add(_downmix(out))
         return buffer.result(), str(container.format.name)
 
 
