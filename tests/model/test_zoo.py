@@ -40,8 +40,8 @@ def test_musicnn_parameter_count_matches_mtt_musicnn() -> None:
         for name, buffer in model.named_buffers()
         if name.endswith(("running_mean", "running_var"))
     )
-    # data-sources.md §1: MTT_musicnn has 792,081 variables including BN moving statistics;
-    # the remaining 2 are TensorFlow bookkeeping, not layers.
+    # The MTT_musicnn TF checkpoint holds 792,079 model values (64 variables), BN moving
+    # statistics included; training/teacher/musicnn_weights.py maps them one to one.
     assert model.num_parameters() + running_stats == 792_079
 
 
