@@ -19,7 +19,8 @@ Output: ``DEST/PKG/...`` audio files, ``DEST/PKG/copyright``, ``DEST/PKG/manifes
 last, so its presence marks the package complete and reruns skip it) and ``DEST/manifest.jsonl``,
 the concatenation over all complete packages. One manifest line per track: ``package``,
 ``version``, ``path`` (inside the package), ``local_path`` (relative to DEST), ``duration_s``,
-``sample_rate``, ``channels``, ``licence``, ``licence_source`` and, for mixes, ``stems``.
+``sample_rate``, ``channels``, ``licence``, ``licence_source``, ``copyright`` (holder, when
+debian/copyright names one) and, for mixes, ``stems``.
 
 Usage (as root, or anyone who can run ``apt-get download``)::
 
@@ -236,7 +237,15 @@ def _write(handle: IO[bytes], dest: Path) -> None:
 @dataclass(frozen=True)
 class _Dep5Paragraph:
     patterns: tuple[str, ...]
+    licence: str  # short name from the first line of License:, "" if the field is empty
+    holder: str  # first line of Copyright:, needed for CC-BY attribution
+
+
+@dataclass(frozen=True)
+class LicenceMatch:
     licence: str
+    holder: str
+    source: str
 
 
 def parse_dep5(text: str) -> list[_Dep5Paragraph] | None:
@@ -255,8 +264,13 @@ def parse_dep5(text: str) -> list[_Dep5Paragraph] | None:
                 current = current.strip().lower()
                 fields[current] = value.strip()
         if "files" in fields and "license" in fields:
-            licence = fields["license"].splitlines()[0].strip()
-            paragraphs.append(_Dep5Paragraph(tuple(fields["files"].split()), licence))
+            licence = (fields["license"].splitlines() or [""])[0].strip()
+            holder = (fields.get("copyright", "").splitlines() or [""])[0].strip()
+            # Some packages write patterns as "./dat/x.ogg" or with doubled slashes.
+            patterns = tuple(
+                re.sub(r"/+", "/", p).removeprefix("./") for p in fields["files"].split()
+            )
+            paragraphs.append(_Dep5Paragraph(patterns, licence, holder))
     return paragraphs
 
 
@@ -265,21 +279,47 @@ def _dep5_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".") + r"\Z")
 
 
-def licence_for(path: str, dep5: list[_Dep5Paragraph]) -> tuple[str, str] | None:
+def _pattern_tails(pattern: str) -> list[str]:
+    """The pattern itself, then versions with leading literal directories dropped.
+
+    Installs often rename the top of the source tree (supertux's ``data/music/*`` is installed
+    as ``.../supertux2/music/``), so ``music/*`` is tried too. At least one directory must
+    remain, so that e.g. ``debian/*`` never degrades to ``*``.
+    """
+    parts = pattern.split("/")
+    tails = [pattern]
+    for i in range(1, len(parts) - 1):
+        if any(c in parts[i - 1] for c in "*?"):
+            break
+        tails.append("/".join(parts[i:]))
+    return tails
+
+
+def licence_for(path: str, dep5: list[_Dep5Paragraph]) -> LicenceMatch | None:
     """Licence of an installed file from DEP-5 paragraphs, or None if nothing matches.
 
     DEP-5 patterns name paths in the *source* tree, which the installed path only ends with
     (``data/music/x.ogg`` is installed as ``usr/share/games/foo/data/music/x.ogg``), so every
-    path suffix is tried. As in DEP-5, the last matching paragraph wins.
+    path suffix is tried, also against the pattern's tails (see ``_pattern_tails``). As in
+    DEP-5, the last matching paragraph wins.
     """
     parts = path.split("/")
     suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
-    found: tuple[str, str] | None = None
+    found: LicenceMatch | None = None
     for paragraph in dep5:
         for pattern in paragraph.patterns:
-            regex = _dep5_regex(pattern)
-            if any(regex.match(s) for s in suffixes):
-                found = (paragraph.licence, f"debian/copyright (Files: {pattern})")
+            tail = next(
+                (
+                    t
+                    for t in _pattern_tails(pattern)
+                    if any(_dep5_regex(t).match(s) for s in suffixes)
+                ),
+                None,
+            )
+            if tail is not None:
+                how = "" if tail == pattern else f", matched as {tail}"
+                source = f"debian/copyright (Files: {pattern}{how})"
+                found = LicenceMatch(paragraph.licence, paragraph.holder, source)
                 break
     return found
 
@@ -384,15 +424,19 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
         records: list[dict[str, Any]] = []
         for inner_path, local, stems in tracks:
             duration, rate, channels = audio_info(local)
-            licence, source = spec.licence, "data-sources.md §3 (copyright not machine-readable)"
+            licence, holder = spec.licence, ""
+            source = "data-sources.md §3 (copyright not machine-readable)"
             if dep5 is None and not (out_dir / "copyright").is_file():
                 source = "data-sources.md §3 (package has no copyright file)"
             elif dep5 is not None:
                 match = licence_for(inner_path.replace(":", "/"), dep5)
                 if match is None:
                     source = "data-sources.md §3 (no debian/copyright paragraph matches)"
+                elif not match.licence:
+                    source = f"data-sources.md §3 ({match.source} gives no licence)"
+                    holder = match.holder
                 else:
-                    licence, source = match
+                    licence, holder, source = match.licence, match.holder, match.source
             record: dict[str, Any] = {
                 "package": package,
                 "version": version,
@@ -404,6 +448,8 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
                 "licence": licence,
                 "licence_source": source,
             }
+            if holder:
+                record["copyright"] = holder
             if stems:
                 record["stems"] = stems
             records.append(record)
