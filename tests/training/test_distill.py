@@ -1,0 +1,102 @@
+"""The default-model pipeline: corpus splits, window labels, targets, and a tiny full run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from model.checkpoint import load_checkpoint
+from model.tags import MTAT_TAG_NAMES
+from training.distill.cache import WINDOW, _label_matrix, build_cache, read_index
+from training.distill.corpus import Source, music_sources, package_split
+from training.distill.data import Split, load_split
+from training.distill.train import DistillConfig, train
+
+PIANO, FLUTE, VIOLIN = (MTAT_TAG_NAMES.index(t) for t in ("piano", "flute", "violin"))
+
+
+def _render(labels: dict[str, int], active: dict[str, list[tuple[float, float]]]) -> Source:
+    return Source("r", "render", Path("x.flac"), "bach/x", "train", labels, "PD", active)
+
+
+def test_held_out_packages_never_train() -> None:
+    assert package_split("singularity-music") == "test"
+    assert package_split("xmoto-data") == "valid"
+    assert package_split("wesnoth-1.16-music") == "train"
+
+
+def test_instrument_labels_follow_where_the_instrument_sounds() -> None:
+    source = _render(
+        {"piano": 1, "flute": 1, "violin": 0}, {"piano": [(0.0, 20.0)], "flute": [(8.0, 9.0)]}
+    )
+    starts = [0, WINDOW, 2 * WINDOW]  # windows at 0, 3.69 and 7.38 s
+    labels = _label_matrix(source, starts)
+    assert labels[:, PIANO].tolist() == [1, 1, 1]
+    assert labels[:, FLUTE].tolist() == [0, 0, 1]  # flute sounds 8-9 s only
+    assert labels[:, VIOLIN].tolist() == [0, 0, 0]
+    unknown = [MTAT_TAG_NAMES.index(t) for t in ("rock", "techno", "vocal")]
+    assert (labels[:, unknown] == -1).all()
+
+
+def test_ground_truth_replaces_teacher_targets() -> None:
+    teacher = np.full((2, 50), 0.4, dtype=np.float32)
+    labels = np.full((2, 50), -1, dtype=np.int8)
+    labels[0, PIANO] = 1
+    labels[1, PIANO] = 0
+    split = Split(
+        np.zeros((2, 4), np.int16),
+        teacher,
+        labels,
+        np.array(["a", "b"]),
+        np.array(["render", "render"]),
+    )
+    targets = split.soft_targets()
+    assert targets[:, PIANO].tolist() == [1.0, 0.0]
+    assert targets[0, FLUTE] == pytest.approx(0.4)
+    agreement = split.agreement_labels()
+    assert agreement[0, FLUTE] == 1  # teacher 0.4 >= 0.3
+    assert agreement[1, PIANO] == 0
+
+
+def _tone(path: Path, seconds: float, freq: float, noise: float) -> None:
+    rate = 22050
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(int(freq))
+    audio = 0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(len(t))
+    soundfile.write(path, audio.astype(np.float32), rate, format="FLAC")
+
+
+def test_tiny_distillation_run_exports_a_service_checkpoint(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    rows = []
+    for package, freq, noise in [
+        ("wesnoth-1.16-music", 440.0, 0.01),
+        ("naev-data", 220.0, 0.2),
+        ("xmoto-data", 330.0, 0.05),
+    ]:
+        (music / package).mkdir(parents=True)
+        _tone(music / package / "track.flac", 9.0, freq, noise)
+        rows.append({"package": package, "local_path": f"{package}/track.flac", "licence": "GPL"})
+    (music / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(music_sources(music)) == 3
+
+    cache = tmp_path / "cache"
+    build_cache(music, tmp_path / "no-renders", cache, threads=1, max_windows=2)
+    assert len(read_index(cache)) == 3
+    assert len(load_split(cache, "train")) == 4  # two sources, two windows each
+
+    config = DistillConfig(
+        cache=str(cache), out=str(tmp_path / "run"), epochs=1, batch_size=2, precision="fp32"
+    )
+    exported = train(config, resume=False)
+    checkpoint = load_checkpoint(exported)
+    assert checkpoint.metadata.preset == "q2l-small"
+    assert len(checkpoint.metadata.thresholds) == 50
+    assert "MTT_musicnn" in checkpoint.metadata.provenance["teacher"]
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,train_loss,valid_loss")
+    assert len(log) == 2

@@ -1,0 +1,116 @@
+"""The default model's corpus: real music fetched from Debian plus rendered MIDI, with splits.
+
+Splits hold out whole packages (real music) and whole pieces (renders), so no track or piece is
+split across sets. The held-out packages span the styles of the corpus: electronic, techno, rock
+and metal, fast celtic and piano pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VALID_PACKAGES = frozenset({"xmoto-data", "extremetuxracer-data", "asc-music", "redeclipse-data"})
+TEST_PACKAGES = frozenset(
+    {"singularity-music", "freedroidrpg-data", "fretsonfire-songs-sectoid", "supertuxkart-data"}
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One audio file of the corpus.
+
+    Attributes:
+        source_id: Stable short id (hash of kind and path).
+        kind: "music" (Debian packages) or "render" (rendered MIDI).
+        path: Audio file.
+        group: Package (music) or corpus piece (render): the unit that is never split.
+        split: "train", "valid" or "test".
+        labels: Ground-truth tag values for renders (tag -> 0/1); empty for music.
+        licence: As recorded by the fetch or render step.
+        active: For renders, positive instrument tag -> [start, end] seconds where it sounds.
+    """
+
+    source_id: str
+    kind: str
+    path: Path
+    group: str
+    split: str
+    labels: dict[str, int]
+    licence: str
+    active: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "kind": self.kind,
+            "path": str(self.path),
+            "group": self.group,
+            "split": self.split,
+            "labels": self.labels,
+            "licence": self.licence,
+        }
+
+
+def package_split(package: str) -> str:
+    if package in VALID_PACKAGES:
+        return "valid"
+    if package in TEST_PACKAGES:
+        return "test"
+    return "train"
+
+
+def _source_id(kind: str, path: str) -> str:
+    return hashlib.sha1(f"{kind}:{path}".encode()).hexdigest()[:12]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def music_sources(music_dir: Path) -> list[Source]:
+    """Tracks listed in `music_dir/manifest.jsonl` (written by scripts/fetch_music.py)."""
+    manifest = music_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} not found: run scripts/fetch_music.py first")
+    return [
+        Source(
+            source_id=_source_id("music", row["local_path"]),
+            kind="music",
+            path=music_dir / row["local_path"],
+            group=row["package"],
+            split=package_split(row["package"]),
+            labels={},
+            licence=str(row.get("licence", "unknown")),
+        )
+        for row in _read_jsonl(manifest)
+    ]
+
+
+def render_sources(render_dir: Path) -> list[Source]:
+    """Renders listed in `render_dir/manifest.jsonl` (written by training.distill.render)."""
+    manifest = render_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        return []
+    from training.distill.render import split_of
+
+    return [
+        Source(
+            source_id=_source_id("render", row["path"]),
+            kind="render",
+            path=render_dir / row["path"],
+            group=row["piece"],
+            split=row.get("split") or split_of(row["piece"]),
+            labels={str(k): int(v) for k, v in row["labels"].items()},
+            licence=str(row.get("licence", "public domain (music21 corpus)")),
+            active={
+                str(tag): [(float(a), float(b)) for a, b in spans]
+                for tag, spans in (row.get("active") or {}).items()
+            },
+        )
+        for row in _read_jsonl(manifest)
+    ]
