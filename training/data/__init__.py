@@ -1,0 +1,1 @@
+"""Datasets: MagnaTagATune, own-data manifests, the prepared-dataset cache, training crops."""
