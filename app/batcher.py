@@ -1,0 +1,442 @@
+"""Dynamic batching of analysis windows across requests.
+
+The unit of batching is one window (e.g. 59,049 samples), not a request: a 3-minute track is
+about 49 windows and shares batches with other requests' windows, and each request gets back
+exactly its own windows' scores.
+
+One worker thread owns the model. The event loop only enqueues and awaits:
+
+    submit(windows (N, W)) --> [FIFO of requests, counted in windows] --> worker thread
+         ^                                                                   |
+         +--------- future resolved with (N, C) scores -----------------------+
+
+A batch goes to the model when `max_batch_windows` windows wait, or when the oldest queued
+window has waited `max_wait_s`, whichever comes first (the timer starts at the first queued
+window, as in Ray Serve). Admission is bounded: a request that would push the queue past
+`max_queued_windows` is refused at once (the caller answers 503). Windows of requests that passed
+their deadline, disconnected or failed are dropped before they reach the model.
+
+Batch shapes: a formed batch is computed in chunks whose sizes are powers of two (plus
+`max_batch_windows` itself), e.g. 9 windows run as 8 + 1. The per-window cost of a CNN on a CPU
+hardly depends on the batch size, so splitting costs nothing there, and it bounds the set of
+shapes the model ever sees to about log2(max_batch_windows) + 1; all of them are warmed up before
+the service reports ready (first calls at a new shape are slow: oneDNN primitive creation on CPU,
+cuDNN autotuning on CUDA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from app.metrics import Metrics
+
+logger = logging.getLogger("tagger.batcher")
+
+InferFn = Callable[[Tensor], Tensor]
+"""A model call: (B, W) float32 windows on the host -> (B, C) float32 probabilities on the CPU."""
+
+
+class BatcherError(Exception):
+    """Base class of the errors `Batcher.submit` raises."""
+
+
+class QueueFullError(BatcherError):
+    def __init__(self, windows: int, queued: int, capacity: int) -> None:
+        super().__init__(f"{windows} windows do not fit: {queued} of {capacity} queued")
+        self.windows, self.queued, self.capacity = windows, queued, capacity
+
+
+class TooManyWindowsError(BatcherError):
+    """A single request has more windows than the whole queue can hold."""
+
+    def __init__(self, windows: int, capacity: int) -> None:
+        super().__init__(f"{windows} windows exceed the queue capacity of {capacity}")
+        self.windows, self.capacity = windows, capacity
+
+
+class DeadlineExceededError(BatcherError):
+    pass
+
+
+class BatchFailedError(BatcherError):
+    pass
+
+
+class BatcherStoppedError(BatcherError):
+    pass
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one request gets back.
+
+    Attributes:
+        scores: (N, C) probabilities, row i for the request's window i.
+        queue_seconds: Time its windows were queued and not being computed.
+        compute_seconds: Time of the model calls that included its windows.
+        batches: Number of batches its windows were spread over.
+    """
+
+    scores: Tensor
+    queue_seconds: float
+    compute_seconds: float
+    batches: int
+
+
+class _State(enum.Enum):
+    ACTIVE = "active"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class _Job:
+    """One request's windows and its progress through the queue."""
+
+    def __init__(self, windows: Tensor, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.windows = windows
+        self.n = int(windows.shape[0])
+        self.taken = 0  # windows handed to a batch so far
+        self.done = 0  # windows with scores
+        self.scores: Tensor | None = None
+        self.deadline = deadline
+        self.enqueued_at = time.monotonic()
+        self.compute_seconds = 0.0
+        self.batches = 0
+        self.state = _State.ACTIVE
+        self.loop = loop
+        self.future: asyncio.Future[BatchResult] = loop.create_future()
+
+    @property
+    def queued(self) -> int:
+        return self.n - self.taken
+
+
+def batch_shapes(max_batch_windows: int) -> tuple[int, ...]:
+    """The chunk sizes the model is called with: powers of two below the maximum, and it."""
+    if max_batch_windows <= 0:
+        raise ValueError(f"max_batch_windows must be positive, got {max_batch_windows}")
+    shapes = []
+    size = 1
+    while size < max_batch_windows:
+        shapes.append(size)
+        size *= 2
+    shapes.append(max_batch_windows)
+    return tuple(shapes)
+
+
+def split_sizes(n: int, shapes: tuple[int, ...]) -> list[int]:
+    """Cut `n` windows into chunks of the allowed shapes, largest first: 9 -> [8, 1]."""
+    sizes = []
+    for shape in sorted(shapes, reverse=True):
+        while n >= shape:
+            sizes.append(shape)
+            n -= shape
+    if n:  # only when 1 is not an allowed shape, which batch_shapes never produces
+        raise ValueError(f"cannot split into shapes {shapes}")
+    return sizes
+
+
+def _resolve(future: asyncio.Future[BatchResult], outcome: BatchResult | BaseException) -> None:
+    if future.done():  # the awaiting side gave up (deadline, disconnect) first
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class Batcher:
+    """Forms batches of windows from concurrent requests and runs them on one worker thread.
+
+    Args:
+        infer: The model call; it runs only on the worker thread.
+        window_samples: W, the length of every window.
+        max_batch_windows: Largest batch handed to `infer` (split into `batch_shapes`).
+        max_wait_s: How long the oldest queued window may wait for company.
+        max_queued_windows: Admission bound; beyond it `submit` raises QueueFullError.
+        metrics: Where to record batch sizes, times and drops (optional).
+        pin_memory: Stage batches in page-locked memory (CUDA: faster, asynchronous copies).
+    """
+
+    def __init__(
+        self,
+        infer: InferFn,
+        *,
+        window_samples: int,
+        max_batch_windows: int,
+        max_wait_s: float,
+        max_queued_windows: int,
+        metrics: Metrics | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        if max_queued_windows < max_batch_windows:
+            raise ValueError("max_queued_windows must be at least max_batch_windows")
+        self._infer = infer
+        self.window_samples = window_samples
+        self.max_batch_windows = max_batch_windows
+        self.max_wait_s = max_wait_s
+        self.max_queued_windows = max_queued_windows
+        self.shapes = batch_shapes(max_batch_windows)
+        self._metrics = metrics
+        self._staging = torch.empty((max_batch_windows, window_samples), pin_memory=pin_memory)
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.warmup_error: str | None = None
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    def start(self, *, warmup: bool = True) -> None:
+        """Start the worker; it warms up every batch shape first, then sets `ready`."""
+        if self._thread is not None:
+            raise RuntimeError("the batcher is already running")
+        self._thread = threading.Thread(
+            target=self._run, args=(warmup,), name="tagger-batcher", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.warmup_error is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the running batch; queued requests fail with BatcherStoppedError."""
+        with self._cond:
+            self._stopping = True
+            self._ready.clear()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._cond:
+            while self._queue:
+                job = self._queue.popleft()
+                self._finish_locked(job, _State.FAILED, BatcherStoppedError("shutting down"))
+            self._set_queued_locked(0)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def queued_windows(self) -> int:
+        return self._queued
+
+    # ----- event-loop side -----------------------------------------------------------------
+
+    async def submit(self, windows: Tensor, *, deadline: float) -> BatchResult:
+        """Queue a request's windows (N, W) and wait for their scores (N, C).
+
+        Args:
+            windows: (N, W) float32 windows of one request.
+            deadline: `time.monotonic()` value after which the request is abandoned.
+
+        Raises:
+            TooManyWindowsError: N exceeds the queue capacity; retrying cannot help.
+            QueueFullError: not enough room right now; retry later.
+            DeadlineExceededError: still unfinished at the deadline; its windows are dropped.
+            BatchFailedError: the model raised on a batch holding some of its windows.
+            BatcherStoppedError: the service is shutting down.
+            asyncio.CancelledError: the caller was cancelled (its windows are dropped).
+        """
+        if windows.dim() != 2 or windows.shape[1] != self.window_samples:
+            raise ValueError(f"expected windows (N, {self.window_samples}), got {windows.shape}")
+        n = int(windows.shape[0])
+        if n > self.max_queued_windows:
+            raise TooManyWindowsError(n, self.max_queued_windows)
+        if deadline <= time.monotonic():
+            raise DeadlineExceededError("the deadline passed before the request was queued")
+        job = _Job(windows, deadline, asyncio.get_running_loop())
+        with self._cond:
+            if self._stopping:
+                raise BatcherStoppedError("shutting down")
+            if self._queued + n > self.max_queued_windows:
+                raise QueueFullError(n, self._queued, self.max_queued_windows)
+            self._queue.append(job)
+            self._set_queued_locked(self._queued + n)
+            self._cond.notify()
+        try:
+            return await asyncio.wait_for(job.future, timeout=deadline - time.monotonic())
+        except TimeoutError:
+            self._abandon(job, "deadline")
+            raise DeadlineExceededError("the request deadline passed") from None
+        except asyncio.CancelledError:
+            self._abandon(job, "cancelled")
+            raise
+
+    def _abandon(self, job: _Job, reason: str) -> None:
+        with self._cond:
+            if job.state is not _State.ACTIVE:
+                return
+            job.state = _State.CANCELLED
+            self._drop_queued_locked(job, reason)
+
+    # ----- worker side ---------------------------------------------------------------------
+
+    def _run(self, warmup: bool) -> None:
+        if warmup:
+            try:
+                self._warm_up()
+            except Exception as error:  # the service stays up but never reports ready
+                logger.exception("warm-up failed")
+                self.warmup_error = f"{type(error).__name__}: {error}"
+        self._ready.set()
+        while True:
+            parts = self._next_batch()
+            if parts is None:
+                return
+            self._compute(parts)
+
+    def _warm_up(self) -> None:
+        started = time.monotonic()
+        generator = torch.Generator().manual_seed(0)
+        for shape in self.shapes:
+            windows = self._staging[:shape]
+            windows.copy_(0.1 * torch.randn(windows.shape, generator=generator))
+            scores = self._infer(windows)
+            if scores.dim() != 2 or scores.shape[0] != shape:
+                raise RuntimeError(f"the model returned {tuple(scores.shape)} for {shape} windows")
+        logger.info(
+            "warmed up batch shapes %s in %.2f s",
+            list(self.shapes),
+            time.monotonic() - started,
+            extra={"shapes": list(self.shapes)},
+        )
+
+    def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
+        """Block until a batch is due; returns its parts (job, first, end) or None to stop."""
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                self._drop_expired_locked()
+                if not self._queue:
+                    self._cond.wait()
+                    continue
+                waited = time.monotonic() - self._queue[0].enqueued_at
+                if self._queued < self.max_batch_windows and waited < self.max_wait_s:
+                    # Wake at the oldest window's dispatch time or at the nearest deadline.
+                    nearest = min(job.deadline for job in self._queue) - time.monotonic()
+                    self._cond.wait(max(0.0, min(self.max_wait_s - waited, nearest)))
+                    continue
+                return self._take_locked()
+
+    def _take_locked(self) -> list[tuple[_Job, int, int]]:
+        parts = []
+        room = self.max_batch_windows
+        while room and self._queue:
+            job = self._queue[0]
+            take = min(room, job.queued)
+            parts.append((job, job.taken, job.taken + take))
+            job.taken += take
+            room -= take
+            if job.queued == 0:
+                self._queue.popleft()
+        self._set_queued_locked(self._queued - (self.max_batch_windows - room))
+        return parts
+
+    def _compute(self, parts: list[tuple[_Job, int, int]]) -> None:
+        size = sum(end - first for _, first, end in parts)
+        batch = self._staging[:size]
+        offset = 0
+        for job, first, end in parts:
+            batch[offset : offset + end - first].copy_(job.windows[first:end])
+            offset += end - first
+        started = time.monotonic()
+        try:
+            scores = self._run_chunks(batch)
+        except Exception as error:
+            # Only the requests with windows in this batch fail; the worker keeps serving.
+            logger.exception("a batch of %d windows failed", size, extra={"windows": size})
+            if self._metrics:
+                self._metrics.failed_batches.inc()
+            failure = BatchFailedError(f"{type(error).__name__}: {error}")
+            with self._cond:
+                for job, _, _ in parts:
+                    if job.state is _State.ACTIVE:
+                        self._drop_queued_locked(job, "failed")
+                        self._finish_locked(job, _State.FAILED, failure)
+            return
+        elapsed = time.monotonic() - started
+        if self._metrics:
+            self._metrics.batch_compute.observe(elapsed)
+            self._metrics.batch_size.observe(size)
+        with self._cond:
+            offset = 0
+            for job, first, end in parts:
+                count = end - first
+                if job.state is _State.ACTIVE:
+                    if job.scores is None:
+                        job.scores = torch.empty((job.n, scores.shape[1]), dtype=scores.dtype)
+                    job.scores[first:end] = scores[offset : offset + count]
+                    job.done += count
+                    job.compute_seconds += elapsed
+                    job.batches += 1
+                    if job.done == job.n:
+                        total = time.monotonic() - job.enqueued_at
+                        result = BatchResult(
+                            scores=job.scores,
+                            queue_seconds=max(0.0, total - job.compute_seconds),
+                            compute_seconds=job.compute_seconds,
+                            batches=job.batches,
+                        )
+                        self._finish_locked(job, _State.DONE, result)
+                offset += count
+
+    def _run_chunks(self, batch: Tensor) -> Tensor:
+        outputs = []
+        offset = 0
+        for size in split_sizes(batch.shape[0], self.shapes):
+            scores = self._infer(batch[offset : offset + size])
+            if scores.dim() != 2 or scores.shape[0] != size:
+                raise RuntimeError(f"the model returned {tuple(scores.shape)} for {size} windows")
+            outputs.append(scores)
+            offset += size
+        return torch.cat(outputs)
+
+    # ----- bookkeeping (call with the lock held) -------------------------------------------
+
+    def _set_queued_locked(self, value: int) -> None:
+        self._queued = value
+        if self._metrics:
+            self._metrics.queued_windows.set(value)
+
+    def _drop_queued_locked(self, job: _Job, reason: str) -> None:
+        """Take a job's not-yet-batched windows out of the queue."""
+        if job.queued == 0:
+            return
+        dropped = job.queued
+        self._queue.remove(job)
+        job.taken = job.n
+        self._set_queued_locked(self._queued - dropped)
+        if self._metrics:
+            self._metrics.dropped_windows.labels(reason=reason).inc(dropped)
+        logger.debug("dropped %d queued windows (%s)", dropped, reason)
+
+    def _drop_expired_locked(self) -> None:
+        now = time.monotonic()
+        for job in [job for job in self._queue if job.deadline <= now]:
+            self._drop_queued_locked(job, "deadline")
+            self._finish_locked(job, _State.FAILED, DeadlineExceededError("deadline passed"))
+
+    def _finish_locked(
+        self, job: _Job, state: _State, outcome: BatchResult | BaseException
+    ) -> None:
+        job.state = state
+        # A closed event loop raises RuntimeError: then nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            job.loop.call_soon_threadsafe(_resolve, job.future, outcome)

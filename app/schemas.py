@@ -1,0 +1,220 @@
+"""Request and response bodies, documented in OpenAPI with examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TagScore(BaseModel):
+    """One tag's track-level score."""
+
+    tag: str = Field(examples=["guitar"])
+    score: float = Field(ge=0.0, le=1.0, description="Probability in [0, 1].", examples=[0.87])
+    category: str = Field(examples=["instrument"])
+    synonym_group: str = Field(
+        description="Tags with the same group are near-duplicates (vocal, vocals, voice...).",
+        examples=["guitar"],
+    )
+    threshold: float = Field(ge=0.0, le=1.0, examples=[0.5])
+    passes_threshold: bool = Field(examples=[True])
+
+
+class Segment(BaseModel):
+    """Scores of one analysis window, for a tag-over-time view."""
+
+    start: float = Field(ge=0.0, description="Seconds from the start.", examples=[0.0])
+    end: float = Field(ge=0.0, description="Seconds from the start.", examples=[3.69])
+    scores: dict[str, float] = Field(
+        description="Every tag's probability in this window, keyed by tag name.",
+        examples=[{"guitar": 0.91, "rock": 0.62}],
+    )
+
+
+class Timings(BaseModel):
+    """Where the time of this request went, in milliseconds."""
+
+    fetch_ms: float | None = Field(default=None, description="Download (URL requests only).")
+    decode_ms: float = Field(description="Decoding and resampling.")
+    queue_ms: float = Field(description="Windows waiting for the model.")
+    compute_ms: float = Field(description="Model batches that held this request's windows.")
+    total_ms: float = Field(description="Everything after the request body was received.")
+
+
+_TAG_EXAMPLE: dict[str, Any] = {
+    "model_id": "q2l-small@3f2a9c1b7d4e",
+    "duration_seconds": 29.1,
+    "windows": 8,
+    "window_seconds": 3.69,
+    "format": "mp3",
+    "tags": [
+        {
+            "tag": "guitar",
+            "score": 0.87,
+            "category": "instrument",
+            "synonym_group": "guitar",
+            "threshold": 0.5,
+            "passes_threshold": True,
+        },
+        {
+            "tag": "rock",
+            "score": 0.41,
+            "category": "genre",
+            "synonym_group": "rock",
+            "threshold": 0.5,
+            "passes_threshold": False,
+        },
+    ],
+    "segments": None,
+    "timings": {
+        "fetch_ms": None,
+        "decode_ms": 38.2,
+        "queue_ms": 4.9,
+        "compute_ms": 212.0,
+        "total_ms": 257.3,
+    },
+}
+
+
+class TagResponse(BaseModel):
+    """Tags of one track."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_TAG_EXAMPLE]})
+
+    model_id: str = Field(description="Preset and checkpoint digest prefix of the model.")
+    duration_seconds: float = Field(description="Length of the decoded audio.")
+    windows: int = Field(description="Analysis windows the track was cut into.")
+    window_seconds: float = Field(description="Length of one window.")
+    format: str = Field(description="Container the decoder recognised (mp3, ogg, wav...).")
+    tags: list[TagScore] = Field(description="The top_k tags, best first.")
+    segments: list[Segment] | None = Field(
+        default=None, description="Per-window scores, only when segments=true."
+    )
+    timings: Timings
+
+
+class TagURLRequest(BaseModel):
+    """Tag the audio file at a URL; the service downloads it itself."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"url": "https://example.org/music/track.mp3", "top_k": 5}]
+        },
+    )
+
+    url: str = Field(min_length=1, max_length=2048, description="http or https URL of the file.")
+    top_k: int = Field(default=10, ge=1, description="How many tags to return.")
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="One threshold for every tag."
+    )
+    segments: bool = Field(default=False, description="Also return per-window scores.")
+
+
+class TagInfo(BaseModel):
+    index: int = Field(description="Position in the model's output.", examples=[0])
+    name: str = Field(examples=["guitar"])
+    category: str = Field(examples=["instrument"])
+    synonym_group: str = Field(examples=["guitar"])
+    threshold: float = Field(examples=[0.5])
+
+
+class TagsResponse(BaseModel):
+    """The vocabulary in model order."""
+
+    model_id: str
+    tags: list[TagInfo]
+
+
+class BatchingInfo(BaseModel):
+    max_batch_windows: int
+    max_wait_ms: float
+    max_queued_windows: int
+    batch_shapes: list[int] = Field(description="Chunk sizes the model is called with.")
+
+
+class ModelInfo(BaseModel):
+    """What is loaded and how it runs."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "q2l-small@3f2a9c1b7d4e",
+                    "preset": "q2l-small",
+                    "architecture": "q2l",
+                    "parameters": 4664628,
+                    "checkpoint_sha256": "3f2a9c1b7d4e...",
+                    "n_tags": 50,
+                    "sample_rate": 16000,
+                    "window_samples": 59049,
+                    "window_seconds": 3.69,
+                    "device": "cpu",
+                    "dtype": "float32",
+                    "torch_threads": 1,
+                    "batching": {
+                        "max_batch_windows": 64,
+                        "max_wait_ms": 5.0,
+                        "max_queued_windows": 1024,
+                        "batch_shapes": [1, 2, 4, 8, 16, 32, 64],
+                    },
+                    "training_data": "MagnaTagATune (CC BY-NC-SA 3.0)",
+                    "metrics": {"roc_auc": 0.91, "pr_auc": 0.45},
+                    "provenance": {"code_version": "0.1.0"},
+                }
+            ]
+        },
+    )
+
+    model_id: str
+    preset: str
+    architecture: str
+    parameters: int
+    checkpoint_sha256: str
+    n_tags: int
+    sample_rate: int
+    window_samples: int
+    window_seconds: float
+    device: str
+    dtype: str = Field(description="float32, or the autocast dtype.")
+    torch_threads: int
+    batching: BatchingInfo
+    training_data: Any = Field(default=None, description="From the checkpoint's provenance.")
+    metrics: Any = Field(default=None, description="From the checkpoint's provenance.")
+    provenance: dict[str, Any] = Field(description="Everything the checkpoint records.")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    model_id: str
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "tag:music-tagger,2026:problem:queue-full",
+                    "title": "Server busy",
+                    "status": 503,
+                    "detail": "the queue is full (1020 of 1024 windows); retry after 1 s",
+                    "request_id": "4be0b5c2f3c94e0e9d0d3f1f4f0f5d7e",
+                }
+            ]
+        },
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None = None

@@ -1,0 +1,330 @@
+"""Benchmark the tagging service end to end and print measured figures (`make bench`).
+
+For 30 s clips at each concurrency (default 1, 8 and 32 clients, each sending its next request
+as soon as the last one is answered) it reports requests/s, seconds of audio tagged per second
+and p50/p95/p99 latency, twice: with dynamic batching (`max_batch_windows` 64) and with batching
+off (`max_batch_windows` 1). Next to each it gives the model-only ceiling: the same model, same
+threads, forward passes of the same batch size in this process, no HTTP, no decoding.
+
+The service runs as `tagger serve` in a subprocess on 127.0.0.1, exactly as deployed. Without
+`--checkpoint` an untrained checkpoint of `--preset` (q2l-small) is written to a temporary
+directory: speed does not depend on the weights.
+
+    .venv/bin/python scripts/bench.py
+    .venv/bin/python scripts/bench.py --concurrency 1 8 --torch-threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.service import resolve_threads  # noqa: E402
+from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from model.inference import window_starts  # noqa: E402
+from model.zoo import build_model  # noqa: E402
+
+_RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+def make_clip(seconds: float, sample_rate: int = 44100) -> bytes:
+    """A stereo MP3 of plucked chords over noise: realistic decode work for a 30 s clip."""
+    rng = np.random.default_rng(0)
+    n = round(seconds * sample_rate)
+    signal = 0.02 * rng.standard_normal(n)
+    note = np.arange(2 * sample_rate) / sample_rate
+    for start in range(0, n, sample_rate // 2):
+        freq = 220.0 * 2 ** (rng.integers(0, 12) / 12)
+        tone = np.exp(-4 * note) * sum(np.sin(2 * np.pi * freq * h * note) / h for h in (1, 2, 3))
+        length = min(len(note), n - start)
+        signal[start : start + length] += tone[:length]
+    signal = (0.5 * signal / np.abs(signal).max()).astype(np.float32)
+    stereo = np.stack([signal, 0.8 * signal], axis=1).reshape(1, -1)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=sample_rate, layout="stereo")
+        assert isinstance(stream, av.AudioStream)
+        frame = av.AudioFrame.from_ndarray(stereo, format="flt", layout="stereo")
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def model_ceiling(checkpoint: Path, batch_size: int, threads: int, budget_s: float) -> float:
+    """Windows per second of bare forward passes at `batch_size` (CPU, `threads` threads).
+
+    The best of five rounds: a ceiling is what the model can do when nothing else runs, and on a
+    shared machine the best round comes closest to that.
+    """
+    torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint).model
+    windows = 0.1 * torch.randn(batch_size, model.audio.window_samples)
+    best = 0.0
+    with torch.inference_mode():
+        model(windows)  # first call at this shape
+        for _ in range(5):
+            passes, started = 0, time.perf_counter()
+            while passes < 1 or time.perf_counter() - started < budget_s / 5:
+                model(windows)
+                passes += 1
+            best = max(best, passes * batch_size / (time.perf_counter() - started))
+    return best
+
+
+@contextmanager
+def service(checkpoint: Path, settings: dict[str, object]) -> Iterator[str]:
+    """`tagger serve` in a subprocess; yields its base URL once /readyz answers 200."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+    env.update({f"TAGGER_{k.upper()}": str(v) for k, v in settings.items()})
+    env["TAGGER_CHECKPOINT"] = str(checkpoint)
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", "0"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    port: list[int] = []
+    found = threading.Event()
+
+    def read_logs() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = _RUNNING.search(line)
+            if match:
+                port.append(int(match.group(1)))
+                found.set()
+        found.set()
+
+    threading.Thread(target=read_logs, daemon=True).start()
+    try:
+        if not found.wait(120) or not port:
+            raise RuntimeError("the service did not start")
+        url = f"http://127.0.0.1:{port[0]}"
+        deadline = time.monotonic() + 300
+        while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service never became ready")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@dataclass
+class Level:
+    mode: str
+    concurrency: int
+    requests: int
+    failures: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000
+
+
+async def drive(
+    url: str, clip: bytes, concurrency: int, total: int
+) -> tuple[list[float], int, float]:
+    """`concurrency` clients send `total` requests in all.
+
+    Returns:
+        Latencies of the successful requests (s), the number of failures, the wall time (s).
+    """
+    latencies: list[float] = []
+    failures = 0
+    remaining = total
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+
+        async def client_loop() -> None:
+            nonlocal remaining, failures
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                response = await client.post("/tag", files={"file": ("clip.mp3", clip)})
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        return latencies, failures, time.perf_counter() - started
+
+
+def measure(url: str, clip: bytes, mode: str, concurrency: int, per_client: int) -> Level:
+    # A short warm-up at this concurrency, then the measured run.
+    asyncio.run(drive(url, clip, concurrency, concurrency))
+    total = max(16, per_client * concurrency)
+    latencies, failures, seconds = asyncio.run(drive(url, clip, concurrency, total))
+    level = Level(mode, concurrency, len(latencies), failures, seconds, latencies)
+    p50, p99 = level.percentile(50), level.percentile(99)
+    print(
+        f"  {mode:12s} c={concurrency:<3d} {level.rps:6.2f} req/s  p50 {p50:7.0f} ms"
+        f"  p99 {p99:7.0f} ms  failures {failures}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return level
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint to serve (default: untrained)")
+    parser.add_argument("--preset", default="q2l-small", help="preset for the untrained checkpoint")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--clip-seconds", type=float, default=30.0)
+    parser.add_argument("--max-batch-windows", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0: the service default")
+    parser.add_argument("--requests-per-client", type=int, default=4)
+    parser.add_argument("--ceiling-seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            checkpoint = save_checkpoint(
+                Path(scratch) / f"{args.preset}.safetensors",
+                build_model(args.preset).eval(),
+                preset=args.preset,
+                provenance={"training_data": "none: untrained weights for benchmarking"},
+            )
+        threads = resolve_threads(args.torch_threads)
+        model = load_checkpoint(checkpoint).model
+        window = model.audio.window_samples
+        clip = make_clip(args.clip_seconds)
+        clip_windows = len(
+            window_starts(round(args.clip_seconds * model.audio.sample_rate), window)
+        )
+        started_at = dt.datetime.now().astimezone()
+        load_before = os.getloadavg()
+        print(f"{clip_windows} windows per {args.clip_seconds:g} s clip", file=sys.stderr)
+
+        levels: list[Level] = []
+        ceilings: dict[str, float] = {}
+        for mode, batch in (("batching", args.max_batch_windows), ("no batching", 1)):
+            ceilings[mode] = model_ceiling(checkpoint, batch, threads, args.ceiling_seconds)
+            print(f"ceiling at batch {batch}: {ceilings[mode]:.1f} windows/s", file=sys.stderr)
+            settings = {
+                "max_batch_windows": batch,
+                "max_wait_ms": args.max_wait_ms,
+                "max_queued_windows": max(1024, batch),
+                "torch_threads": threads,
+                "request_deadline_s": 3600,
+            }
+            with service(checkpoint, settings) as url:
+                for concurrency in args.concurrency:
+                    levels.append(measure(url, clip, mode, concurrency, args.requests_per_client))
+        load_after = os.getloadavg()
+
+    batch_for = {"batching": args.max_batch_windows, "no batching": 1}
+    print(f"Measured {started_at:%Y-%m-%d %H:%M %Z} on {os.cpu_count()} cores ({cpu_model()}),")
+    print(
+        f"torch {torch.__version__}, {threads} torch thread(s), {args.clip_seconds:g} s MP3 clips "
+        f"({clip_windows} windows), max_wait_ms {args.max_wait_ms:g}; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.\n"
+    )
+    print(
+        "| mode | batch | clients | requests | req/s | audio s/s | p50 ms | p95 ms | p99 ms "
+        "| model-only req/s | of ceiling |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for level in levels:
+        ceiling_rps = ceilings[level.mode] / clip_windows
+        print(
+            f"| {level.mode} | {batch_for[level.mode]} | {level.concurrency} | {level.requests} "
+            f"| {level.rps:.2f} | {level.rps * args.clip_seconds:.1f} "
+            f"| {level.percentile(50):.0f} | {level.percentile(95):.0f} "
+            f"| {level.percentile(99):.0f} | {ceiling_rps:.2f} | {level.rps / ceiling_rps:.0%} |"
+        )
+
+    by_key = {(level.mode, level.concurrency): level for level in levels}
+    top = max(args.concurrency)
+    print("\nTargets:")
+    if ("batching", top) in by_key:
+        level = by_key[("batching", top)]
+        share = level.rps / (ceilings["batching"] / clip_windows)
+        print(f"- >= 80 % of the model-only ceiling at concurrency {top}: {share:.0%}")
+    if ("batching", top) in by_key and ("no batching", top) in by_key:
+        gain = by_key[("batching", top)].rps / by_key[("no batching", top)].rps
+        print(f"- >= 2x the batching-off throughput at concurrency {top}: {gain:.2f}x")
+    if ("batching", 1) in by_key:
+        p50 = by_key[("batching", 1)].percentile(50)
+        print(f"- idle single {args.clip_seconds:g} s request p50 < 250 ms: {p50:.0f} ms")
+    failures = sum(level.failures for level in levels)
+    if failures:
+        print(f"\n{failures} requests failed (not counted above).")
+
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": started_at.isoformat(),
+                    "threads": threads,
+                    "clip_windows": clip_windows,
+                    "ceilings_windows_per_s": ceilings,
+                    "load_average": [load_before[0], load_after[0]],
+                    "levels": [
+                        {
+                            "mode": level.mode,
+                            "concurrency": level.concurrency,
+                            "requests": level.requests,
+                            "failures": level.failures,
+                            "rps": level.rps,
+                            "p50_ms": level.percentile(50),
+                            "p95_ms": level.percentile(95),
+                            "p99_ms": level.percentile(99),
+                        }
+                        for level in levels
+                    ],
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Shared fixtures: an untrained q2l-small checkpoint, in-process apps and a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.settings import Settings
+from model.checkpoint import save_checkpoint
+from model.tags import MTAT_TAGS
+from model.zoo import build_model
+from tests.app.servers import FileServer, ServiceProcess
+
+# The checkpoint's first tag gets its own threshold, to see per-tag thresholds come through.
+GUITAR_THRESHOLD = 0.25
+PROVENANCE = {
+    "training_data": "none: untrained weights for plumbing tests",
+    "metrics": {"roc_auc": None},
+}
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = build_model("q2l-small").eval()
+    thresholds = [GUITAR_THRESHOLD] + [0.5] * (len(MTAT_TAGS) - 1)
+    path = tmp_path_factory.mktemp("checkpoint") / "q2l-small.safetensors"
+    return save_checkpoint(
+        path, model, preset="q2l-small", thresholds=thresholds, provenance=PROVENANCE
+    )
+
+
+def settings_for(checkpoint: Path, **overrides: Any) -> Settings:
+    """Small, fast settings for in-process tests."""
+    values: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "max_batch_windows": 4,
+        "max_wait_ms": 2.0,
+        "max_queued_windows": 64,
+        "torch_threads": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, *, ready: bool = True, **kwargs: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with its lifespan running and an in-process client for it."""
+    app = create_app(settings, **kwargs)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tagger.test") as client:
+            if ready:
+                await wait_ready(client)
+            yield app, client
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    async with asyncio.timeout(60):
+        # Polling over HTTP, as a readiness probe does.
+        while (await client.get("/readyz")).status_code != 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+MAIN_SERVER_SETTINGS: dict[str, Any] = {
+    "max_batch_windows": 8,
+    # Long enough for concurrent test requests to meet in one batch.
+    "max_wait_ms": 150,
+    "max_upload_bytes": 1_500_000,
+    "max_audio_seconds": 20,
+    "allow_private_addresses": True,
+    "fetch_allowed_ports": [],
+    "fetch_timeout_s": 1.5,
+    "max_fetch_bytes": 1_500_000,
+    "torch_threads": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def server(checkpoint: Path) -> Iterator[ServiceProcess]:
+    """The real service (uvicorn in a subprocess) with test-sized limits."""
+    process = ServiceProcess({"checkpoint": str(checkpoint), **MAIN_SERVER_SETTINGS})
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    server = FileServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

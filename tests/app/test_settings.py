@@ -1,0 +1,81 @@
+"""Settings from the environment, and content sniffing."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pydantic
+import pytest
+
+import model
+from app.settings import Settings, default_checkpoint_path
+from app.sniff import sniff_audio
+from tests.app.audio import FORMATS, encode
+
+
+def test_environment_with_the_tagger_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGGER_MAX_BATCH_WINDOWS", "32")
+    monkeypatch.setenv("TAGGER_ALLOW_PRIVATE_ADDRESSES", "true")
+    monkeypatch.setenv("TAGGER_FETCH_ALLOWED_NETWORKS", '["10.0.0.0/8"]')
+    monkeypatch.setenv("TAGGER_CHECKPOINT", "elsewhere.safetensors")
+    monkeypatch.setenv("MAX_WAIT_MS", "99")  # no prefix: ignored
+    settings = Settings()
+    assert settings.max_batch_windows == 32
+    assert settings.allow_private_addresses is True
+    assert settings.fetch_allowed_networks == [ipaddress.ip_network("10.0.0.0/8")]
+    assert settings.checkpoint == Path("elsewhere.safetensors")
+    assert settings.max_wait_ms == 5.0
+    assert Settings(max_batch_windows=8).max_batch_windows == 8  # arguments win
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(f"TAGGER_{name.upper()}", raising=False)
+    settings = Settings()
+    assert settings.checkpoint == default_checkpoint_path()
+    assert settings.checkpoint.parent.parent == Path(model.__file__).resolve().parent
+    assert settings.checkpoint.name == "default.safetensors"
+    assert (settings.max_batch_windows, settings.max_wait_ms) == (64, 5.0)
+    assert settings.max_upload_bytes == 50_000_000
+    assert settings.max_audio_seconds == 900
+    assert settings.max_redirects == 3
+    assert settings.allow_private_addresses is False
+    assert settings.fetch_allowed_ports == [80, 443]
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"max_batch_windows": 64, "max_queued_windows": 10}, "max_queued_windows"),
+        ({"device": "tpu"}, "device must be"),
+        ({"autocast": "fp8"}, "autocast"),
+        ({"max_wait_ms": -1}, "max_wait_ms"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_invalid_settings_are_refused(values: dict[str, object], words: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=words):
+        Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sniffing_recognises_every_supported_format(fmt: str) -> None:
+    assert sniff_audio(encode(fmt, 0.5)[:16]) is not None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"ID",
+        b"#EXTM3U\n#EXTINF:10,\nhttp://169.254.169.254/",  # a playlist, not audio
+        b"ffconcat version 1.0\nfile /etc/passwd",
+        b"\x89PNG\r\n\x1a\n" + bytes(8),
+        b"<!doctype html>",
+        b"\xff\xd8\xff\xe0" + bytes(12),  # JPEG
+    ],
+)
+def test_sniffing_refuses_everything_else(head: bytes) -> None:
+    assert sniff_audio(head) is None
