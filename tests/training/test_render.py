@@ -127,6 +127,30 @@ def test_a_whole_short_piece_ends_after_its_last_note(synth_stack: None) -> None
     assert labels["solo"] == 1
 
 
+def test_survey_measures_parts_and_length(synth_stack: None) -> None:
+    item = render.survey("bach/bwv66.6.mxl", seed=0, min_seconds=20.0, max_seconds=60.0)
+    assert item.ok
+    assert item.seconds == pytest.approx(22.5)  # 36 crotchets at 96 BPM
+    medians = [part.median_pitch for part in item.parts]
+    assert len(medians) == 4
+    assert medians == sorted(medians, reverse=True)  # soprano, alto, tenor, bass
+    short = render.survey("bach/bwv66.6.mxl", seed=0, min_seconds=30.0, max_seconds=60.0)
+    assert not short.ok
+    assert short.reason.startswith("short")
+
+
+def test_a_tune_from_an_abc_collection_renders(synth_stack: None) -> None:
+    # One score of a 14-tune ABC file, whose encoding puts one TimeSignature object in two
+    # measures (music21's MIDI export rejects that unless the excerpt gives each its own).
+    item = render.survey("oneills1850/0487-0500.abc", seed=0, min_seconds=20.0, max_seconds=60.0)
+    assert item.ok
+    assert item.piece.startswith("oneills1850/0487-0500.abc#")
+    rendering = render.render_score(render.load_score(item.piece), [40], max_seconds=5.0)
+    assert rendering.duration_s == pytest.approx(5.0)
+    assert float(np.sqrt(np.mean(rendering.samples**2))) > 0.01
+    assert labels_for(rendering)["violin"] == 1
+
+
 def test_every_program_in_the_table_exists_in_the_soundfont(synth_stack: None) -> None:
     import tinysoundfont  # type: ignore[import-untyped]
 

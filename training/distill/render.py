@@ -5,7 +5,7 @@ MIDI programs from a fixed table, and it is synthesised offline with tinysoundfo
 TimGM6mb soundfont that ships inside `pretty_midi`. The labels come from the MIDI events that
 really sound, so a render of a piano+flute duo is piano=1, flute=1 and violin=cello=...=0.
 
-    python -m training.distill.render --dest data/rendered --pieces 150 --seed 0 [--workers 1]
+    python -m training.distill.render --dest data/rendered --pieces 120 --seed 0 [--workers 1]
 
 Output, under `dest`:
     audio/<piece>__<variant>.flac   16 kHz mono FLAC, at most `max_seconds` long
@@ -19,7 +19,10 @@ Output, under `dest`:
                     when the score marks a clearly fast (>= 140) or slow (<= 70) quarter BPM
         active      positive instrument tag -> [[start_s, end_s], ...] where it sounds, for
                     window-level labels (rests longer than a second split the spans)
-        tempo_bpm, tempo_marked, duration_s, soundfont, licence, composer, title
+        tempo_bpm, tempo_marked, duration_s, soundfont, licence, composer, title, timings
+    survey.jsonl                    parsed-corpus cache: a rerun resumes without parsing again
+
+Reruns keep what `manifest.jsonl` lists; delete `dest` after changing the tables below.
 
 Programs are dealt from one shuffled deck per split, so every instrument class gets about the same
 number of renders in train, valid and test; the parts are matched to the instruments by pitch
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
@@ -286,6 +290,9 @@ def offset_at(score: Any, seconds: float) -> float:
     return offset
 
 
+_SHARED_MARKS = ("TimeSignature", "KeySignature", "TempoIndication")
+
+
 def excerpt(score: Any, max_seconds: float) -> Any:
     """A copy of `score` cut after the measure that reaches `max_seconds` (plus a margin).
 
@@ -303,7 +310,14 @@ def excerpt(score: Any, max_seconds: float) -> Any:
         cut = copy.deepcopy(score.measures(0, keep - 1, indicesNotNumbers=True))
     else:
         cut = copy.deepcopy(score)
+    seen: set[int] = set()
     for measure in cut.recurse().getElementsByClass(stream.Measure):
+        # Some ABC encodings put one TimeSignature object in two measures, which music21's MIDI
+        # export (it gathers them into a conductor track) rejects: give each measure its own.
+        for element in list(measure.getElementsByClass(_SHARED_MARKS)):
+            if id(element) in seen:
+                measure.replace(element, copy.deepcopy(element))
+            seen.add(id(element))
         if isinstance(measure.leftBarline, bar.Repeat):
             measure.leftBarline = None
         if isinstance(measure.rightBarline, bar.Repeat):
@@ -809,6 +823,70 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     return {row["path"]: row for row in rows}
 
 
+def _survey_params(seed: int, min_seconds: float, max_seconds: float) -> dict[str, Any]:
+    from music21 import __version__ as music21_version
+
+    return {"seed": seed, "min": min_seconds, "max": max_seconds, "music21": music21_version}
+
+
+def survey_corpus(
+    cache_path: Path,
+    pieces: int,
+    seed: int,
+    min_seconds: float,
+    max_seconds: float,
+    mapped: Any = map,
+) -> list[Survey]:
+    """The first `pieces` usable candidates, in `interleaved_candidates` order.
+
+    Surveys are cached in `cache_path` (one JSON line per corpus file, for these parameters), so
+    a rerun does not parse the corpus again: parsing is most of the survey's cost.
+    """
+    from tqdm import tqdm
+
+    params = _survey_params(seed, min_seconds, max_seconds)
+    cached: dict[str, Survey] = {}
+    if cache_path.is_file():
+        for line in cache_path.read_text().splitlines():
+            row = json.loads(line)
+            if row.pop("params") == params:
+                file = row.pop("file")
+                parts = tuple(PartInfo(**part) for part in row.pop("parts"))
+                cached[file] = Survey(**row, parts=parts)
+    started = time.perf_counter()
+    candidates = interleaved_candidates(seed)
+    usable: list[Survey] = []
+    surveyed: list[Survey] = []
+    with tqdm(total=pieces, desc="survey", unit="piece") as bar, cache_path.open("a") as cache:
+        while len(usable) < pieces:
+            # One file per missing piece, at least 8 to keep workers busy (extras are cached).
+            batch = list(itertools.islice(candidates, max(pieces - len(usable), 8)))
+            if not batch:
+                break
+            fresh = [file for file in batch if file not in cached]
+            tasks = [(file, seed, min_seconds, max_seconds) for file in fresh]
+            for file, item in zip(fresh, mapped(_survey_task, tasks), strict=True):
+                cached[file] = item
+                row = {"file": file, "params": params, **dataclasses.asdict(item)}
+                cache.write(json.dumps(row) + "\n")
+            for file in batch:
+                item = cached[file]
+                surveyed.append(item)
+                if item.ok and len(usable) < pieces:
+                    usable.append(item)
+                    bar.update()
+    skipped = Counter(s.reason.split(":")[0] for s in surveyed if not s.ok)
+    log.info(
+        "surveyed %d files in %.0f s (%.0f s of parsing, cached or not): %d usable, skipped %s",
+        len(surveyed),
+        time.perf_counter() - started,
+        sum(s.parse_s for s in surveyed),
+        len(usable),
+        dict(skipped),
+    )
+    return usable
+
+
 def render_corpus(
     dest: Path,
     *,
@@ -838,33 +916,9 @@ def render_corpus(
         return pool.map(function, items) if pool else map(function, items)
 
     try:
-        started = time.perf_counter()
-        candidates = interleaved_candidates(seed)
-        usable: list[Survey] = []
-        surveyed: list[Survey] = []
-        with tqdm(total=pieces, desc="survey", unit="piece") as bar:
-            while len(usable) < pieces:
-                # One file per missing piece (a few more with workers, to keep them busy).
-                size = max(pieces - len(usable), 2 * workers)
-                batch = list(itertools.islice(candidates, size))
-                if not batch:
-                    break
-                tasks = [(c, seed, min_seconds, max_seconds) for c in batch]
-                for item in mapped(_survey_task, tasks):
-                    surveyed.append(item)
-                    if item.ok and len(usable) < pieces:
-                        usable.append(item)
-                        bar.update()
-        survey_s = time.perf_counter() - started
-        skipped = Counter(s.reason.split(":")[0] for s in surveyed if not s.ok)
-        log.info(
-            "surveyed %d files in %.0f s: %d usable, skipped %s",
-            len(surveyed),
-            survey_s,
-            len(usable),
-            dict(skipped),
+        usable = survey_corpus(
+            dest / "survey.jsonl", pieces, seed, min_seconds, max_seconds, mapped
         )
-
         jobs = plan(usable, seed, piano_fraction=piano_fraction, heldout_mixes=heldout_mixes)
         todo = [job for job in jobs if not (job.path in done and (dest / job.path).is_file())]
         log.info("%d renders planned, %d already done", len(jobs), len(jobs) - len(todo))
@@ -887,6 +941,10 @@ def render_corpus(
                 manifest.flush()
                 done[result.job.path] = result.row
         log.info("rendered %d in %.0f s", len(todo), time.perf_counter() - started)
+        # Rewrite once, so a render that was redone (its FLAC had gone) is listed once.
+        partial = manifest_path.with_suffix(".partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in done.values()))
+        partial.replace(manifest_path)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
@@ -917,7 +975,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--dest", type=Path, default=Path("data/rendered"))
-    parser.add_argument("--pieces", type=int, default=150, help="usable corpus pieces to render")
+    parser.add_argument("--pieces", type=int, default=120, help="usable corpus pieces to render")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS)
