@@ -132,6 +132,7 @@ def plot_curves(summaries: Sequence[ModelSummary], path: Path) -> None:
     """Validation PR-AUC against epoch: each model's mean over runs, min-max band shaded."""
     # The object-oriented API renders straight to a file: no pyplot state, no GUI backend.
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(6.4, 4.0), dpi=120)
     axes = figure.subplots()
@@ -144,6 +145,7 @@ def plot_curves(summaries: Sequence[ModelSummary], path: Path) -> None:
             axes.fill_between(
                 epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2
             )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("validation PR-AUC (macro)")
     axes.set_title("Validation PR-AUC per epoch (mean over runs, min-max shaded)")
