@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -60,6 +61,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def _unknown_environment() -> list[str]:
+    """TAGGER_* variables that name no setting: most likely typos, which would be ignored."""
+    known = {f"TAGGER_{name.upper()}" for name in Settings.model_fields}
+    return sorted(k for k in os.environ if k.startswith("TAGGER_") and k.upper() not in known)
+
+
 def _fail(message: str, code: int = 1) -> int:
     print(f"tagger: {message}", file=sys.stderr)
     return code
@@ -79,6 +86,8 @@ def _missing_checkpoint_message(path: Path) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
+    for name in _unknown_environment():
+        print(f"tagger: warning: {name} is not a setting and is ignored", file=sys.stderr)
     try:
         settings = _settings(args)
     except ValidationError as error:

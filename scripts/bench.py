@@ -141,6 +141,8 @@ class Level:
     failures: int
     seconds: float
     latencies: list[float]
+    mean_batch: float  # windows per model batch, from the service's metrics
+    decode_ms: float  # mean decode time per request, from the service's metrics
 
     @property
     def rps(self) -> float:
@@ -180,12 +182,43 @@ async def drive(
         return latencies, failures, time.perf_counter() - started
 
 
+def scrape(url: str) -> dict[str, float]:
+    """The service's counters this benchmark reads, from /metrics."""
+    wanted = (
+        "tagger_batch_size_windows_sum",
+        "tagger_batch_size_windows_count",
+        "tagger_decode_duration_seconds_sum",
+        "tagger_decode_duration_seconds_count",
+    )
+    values = dict.fromkeys(wanted, 0.0)
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in values:
+            values[name] = float(value)
+    return values
+
+
 def measure(url: str, clip: bytes, mode: str, concurrency: int, per_client: int) -> Level:
     # A short warm-up at this concurrency, then the measured run.
     asyncio.run(drive(url, clip, concurrency, concurrency))
     total = max(16, per_client * concurrency)
+    before = scrape(url)
     latencies, failures, seconds = asyncio.run(drive(url, clip, concurrency, total))
-    level = Level(mode, concurrency, len(latencies), failures, seconds, latencies)
+    after = scrape(url)
+    delta = {name: after[name] - before[name] for name in after}
+    level = Level(
+        mode,
+        concurrency,
+        len(latencies),
+        failures,
+        seconds,
+        latencies,
+        mean_batch=delta["tagger_batch_size_windows_sum"]
+        / max(1.0, delta["tagger_batch_size_windows_count"]),
+        decode_ms=1000
+        * delta["tagger_decode_duration_seconds_sum"]
+        / max(1.0, delta["tagger_decode_duration_seconds_count"]),
+    )
     p50, p99 = level.percentile(50), level.percentile(99)
     print(
         f"  {mode:12s} c={concurrency:<3d} {level.rps:6.2f} req/s  p50 {p50:7.0f} ms"
@@ -220,6 +253,9 @@ def main() -> int:
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--ceiling-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="skip the model-only sweep over batch sizes"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -257,6 +293,13 @@ def main() -> int:
             with service(checkpoint, settings) as url:
                 for concurrency in args.concurrency:
                     levels.append(measure(url, clip, mode, concurrency, args.requests_per_client))
+        sweep: dict[int, float] = {}
+        if not args.no_sweep:
+            size = 1
+            while size <= args.max_batch_windows:
+                sweep[size] = model_ceiling(checkpoint, size, threads, args.ceiling_seconds / 2)
+                print(f"model only, batch {size}: {sweep[size]:.1f} windows/s", file=sys.stderr)
+                size *= 2
         load_after = os.getloadavg()
 
     batch_for = {"batching": args.max_batch_windows, "no batching": 1}
@@ -267,17 +310,18 @@ def main() -> int:
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.\n"
     )
     print(
-        "| mode | batch | clients | requests | req/s | audio s/s | p50 ms | p95 ms | p99 ms "
-        "| model-only req/s | of ceiling |"
+        "| mode | max batch | clients | requests | req/s | audio s/s | p50 ms | p95 ms | p99 ms "
+        "| model-only req/s | of ceiling | mean batch | decode ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for level in levels:
         ceiling_rps = ceilings[level.mode] / clip_windows
         print(
             f"| {level.mode} | {batch_for[level.mode]} | {level.concurrency} | {level.requests} "
             f"| {level.rps:.2f} | {level.rps * args.clip_seconds:.1f} "
             f"| {level.percentile(50):.0f} | {level.percentile(95):.0f} "
-            f"| {level.percentile(99):.0f} | {ceiling_rps:.2f} | {level.rps / ceiling_rps:.0%} |"
+            f"| {level.percentile(99):.0f} | {ceiling_rps:.2f} | {level.rps / ceiling_rps:.0%} "
+            f"| {level.mean_batch:.1f} | {level.decode_ms:.0f} |"
         )
 
     by_key = {(level.mode, level.concurrency): level for level in levels}
@@ -293,6 +337,11 @@ def main() -> int:
     if ("batching", 1) in by_key:
         p50 = by_key[("batching", 1)].percentile(50)
         print(f"- idle single {args.clip_seconds:g} s request p50 < 250 ms: {p50:.0f} ms")
+    if sweep:
+        print("\nModel only, by batch size (best of five rounds):\n")
+        print("| batch | " + " | ".join(str(size) for size in sweep) + " |")
+        print("|---|" + "---|" * len(sweep))
+        print("| windows/s | " + " | ".join(f"{v:.1f}" for v in sweep.values()) + " |")
     failures = sum(level.failures for level in levels)
     if failures:
         print(f"\n{failures} requests failed (not counted above).")
@@ -305,6 +354,7 @@ def main() -> int:
                     "threads": threads,
                     "clip_windows": clip_windows,
                     "ceilings_windows_per_s": ceilings,
+                    "sweep_windows_per_s": sweep,
                     "load_average": [load_before[0], load_after[0]],
                     "levels": [
                         {
@@ -316,6 +366,8 @@ def main() -> int:
                             "p50_ms": level.percentile(50),
                             "p95_ms": level.percentile(95),
                             "p99_ms": level.percentile(99),
+                            "mean_batch": level.mean_batch,
+                            "decode_ms": level.decode_ms,
                         }
                         for level in levels
                     ],

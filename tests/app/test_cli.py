@@ -50,6 +50,15 @@ def test_the_missing_default_checkpoint_message_explains_what_to_do() -> None:
     assert "never serves untrained weights" in message
 
 
+def test_serve_warns_about_unknown_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TAGGER_MAX_BATCH_WINDOW", "8")  # missing S
+    monkeypatch.setenv("TAGGER_CHECKPOINT", str(tmp_path / "nothing.safetensors"))
+    assert main(["serve"]) == 1
+    assert "TAGGER_MAX_BATCH_WINDOW is not a setting" in capsys.readouterr().err
+
+
 def test_serve_refuses_bad_settings_and_bad_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
