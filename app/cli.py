@@ -79,8 +79,9 @@ def _missing_checkpoint_message(path: Path) -> str:
     )
     if path == default_checkpoint_path():
         return (
-            "no default checkpoint is bundled yet (expected at model/weights/"
-            f"default.safetensors). The service never serves untrained weights.\n{how}"
+            "the bundled default checkpoint is missing (expected at model/weights/"
+            "default.safetensors; `make default-model` rebuilds it). The service never serves "
+            f"untrained weights.\n{how}"
         )
     return f"checkpoint not found: {path}\n{how}"
 

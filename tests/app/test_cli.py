@@ -45,7 +45,8 @@ def test_serve_refuses_a_missing_checkpoint(
 
 def test_the_missing_default_checkpoint_message_explains_what_to_do() -> None:
     message = _missing_checkpoint_message(default_checkpoint_path())
-    assert "no default checkpoint is bundled yet" in message
+    assert "bundled default checkpoint is missing" in message
+    assert "make default-model" in message
     assert "TAGGER_CHECKPOINT" in message
     assert "never serves untrained weights" in message
 
