@@ -25,7 +25,7 @@ debian/copyright names one) and, for mixes, ``stems``.
 Usage (as root, or anyone who can run ``apt-get download``)::
 
     python scripts/fetch_music.py                          # all packages into data/music
-    python scripts/fetch_music.py --dest /tmp/music --packages asc-music xmoto-data
+    python scripts/fetch_music.py --dest data/music-sample --packages asc-music xmoto-data
     python scripts/fetch_music.py --apt-update             # refresh apt lists first
 """
 

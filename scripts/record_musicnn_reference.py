@@ -7,12 +7,13 @@ against: ``tests/fixtures/musicnn_reference.npz``. The audio is synthesised here
 (no third-party recordings, so nothing to license) and stored in the fixture, so the test never
 needs to re-synthesise it.
 
-It is NOT part of the project's environment (it needs TensorFlow, 2 GB). To re-record::
+It is NOT part of the project's environment (it needs TensorFlow, 2 GB). To re-record, in a
+throwaway virtual environment outside the repository (TFENV=its folder)::
 
-    python3 -m venv /tmp/tfenv
-    /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 librosa
-    /tmp/tfenv/bin/pip install --no-deps tf-keras==2.21.0 musicnn==0.1.0
-    TF_USE_LEGACY_KERAS=1 /tmp/tfenv/bin/python scripts/record_musicnn_reference.py
+    python3 -m venv "$TFENV"
+    "$TFENV"/bin/pip install tensorflow-cpu==2.21.0 librosa
+    "$TFENV"/bin/pip install --no-deps tf-keras==2.21.0 musicnn==0.1.0
+    TF_USE_LEGACY_KERAS=1 "$TFENV"/bin/python scripts/record_musicnn_reference.py
 
 Deviation from musicnn, on purpose: ``musicnn.extractor.batch_data`` casts the mel spectrogram to
 float16 before ``log10(10000 * x + 1)``, which overflows to ``inf`` for any mel power above 6.55
