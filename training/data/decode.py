@@ -8,20 +8,23 @@ does not decode is skipped with a warning and counted; MagnaTagATune has a few b
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from app.decoding import AudioDecodeError, decode_audio
+from model.tags import Tag
 from training.data.store import (
     DatasetError,
     DatasetWriter,
+    PreparedDataset,
     SampleDType,
     SkippedFile,
     encode_samples,
@@ -102,3 +105,30 @@ def decode_into(
     if skipped:
         log.warning("skipped %d of %d files that could not be decoded", len(skipped), len(clips))
     return skipped
+
+
+def build_dataset(
+    out: str | Path,
+    clips: Sequence[ClipSpec],
+    tags: Sequence[Tag],
+    *,
+    source: Mapping[str, Any],
+    sample_rate: int,
+    dtype: SampleDType,
+    overwrite: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+) -> PreparedDataset:
+    """Decode `clips` into a new prepared dataset at `out` and open it for reading.
+
+    A failure part-way (including Ctrl-C) removes the half-written dataset.
+    """
+    writer = DatasetWriter(
+        out, sample_rate=sample_rate, dtype=dtype, n_classes=len(tags), overwrite=overwrite
+    )
+    try:
+        skipped = decode_into(writer, clips, workers=workers, progress=progress)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(tags, source=source, skipped=skipped)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from model.tags import Tag, custom_vocabulary
-from training.data.decode import ClipSpec, decode_into
-from training.data.store import SPLITS, DatasetError, DatasetWriter, PreparedDataset, SampleDType
+from training.data.decode import ClipSpec, build_dataset
+from training.data.store import SPLITS, DatasetError, PreparedDataset, SampleDType
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +267,6 @@ def prepare_manifest(
     never = [tags[i].name for i in np.flatnonzero(train_positives == 0)]
     if never:
         log.warning("tags with no positive training example: %s", ", ".join(never))
-    writer = DatasetWriter(
-        out, sample_rate=sample_rate, dtype=dtype, n_classes=len(tags), overwrite=overwrite
-    )
-    try:
-        skipped = decode_into(writer, specs, workers=workers, progress=progress)
-    except BaseException:
-        writer.abort()
-        raise
     source = {
         "dataset": "manifest",
         # File names only: the provenance travels with exported checkpoints.
@@ -284,4 +276,14 @@ def prepare_manifest(
         "test_fraction": test_fraction,
         "split_seed": seed,
     }
-    return writer.finish(tags, source=source, skipped=skipped)
+    return build_dataset(
+        out,
+        specs,
+        tags,
+        source=source,
+        sample_rate=sample_rate,
+        dtype=dtype,
+        overwrite=overwrite,
+        workers=workers,
+        progress=progress,
+    )

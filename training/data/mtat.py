@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 
 from model.tags import MTAT_TAG_NAMES, MTAT_TAGS
-from training.data.decode import ClipSpec, decode_into
-from training.data.store import DatasetError, DatasetWriter, PreparedDataset, SampleDType
+from training.data.decode import ClipSpec, build_dataset
+from training.data.store import DatasetError, PreparedDataset, SampleDType
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +274,6 @@ def prepare_mtat(
             f"{s} {sum(1 for c in clips if c.split == s)}" for s in ("train", "valid", "test")
         ),
     )
-    writer = DatasetWriter(
-        out, sample_rate=sample_rate, dtype=dtype, n_classes=len(MTAT_TAGS), overwrite=overwrite
-    )
-    try:
-        skipped = decode_into(writer, specs, workers=workers, progress=progress)
-    except BaseException:
-        writer.abort()
-        raise
     source = {
         "dataset": "MagnaTagATune",
         "split": split,
@@ -292,4 +284,14 @@ def prepare_mtat(
         else None,
         "licence": LICENCE,
     }
-    return writer.finish(MTAT_TAGS, source=source, skipped=skipped)
+    return build_dataset(
+        out,
+        specs,
+        MTAT_TAGS,
+        source=source,
+        sample_rate=sample_rate,
+        dtype=dtype,
+        overwrite=overwrite,
+        workers=workers,
+        progress=progress,
+    )

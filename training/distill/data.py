@@ -9,9 +9,40 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model.base import TaggingModel
+from model.inference import predict_windows
+from model.tags import MTAT_TAG_NAMES
 from training.distill.cache import read_index
+from training.metrics import tagging_metrics
 
 TEACHER_POSITIVE = 0.3  # a teacher score at or above this counts as a positive label
+MIN_POSITIVES = 10  # agreement is averaged over tags with at least this many positive windows
+
+
+def pcm_to_float(pcm: np.ndarray) -> torch.Tensor:
+    """int16 windows of the cache as float32 waveforms in [-1, 1]."""
+    return torch.from_numpy(pcm.astype(np.float32) / 32767.0)
+
+
+def score_split(
+    model: TaggingModel,
+    split: Split,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """(N, C) probabilities of `model` for every window of `split`."""
+    windows = pcm_to_float(split.windows)
+    return predict_windows(
+        model, windows, batch_size=64, device=device, autocast_dtype=dtype
+    ).numpy()
+
+
+def frequent_tag_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, list[str]]:
+    """Macro ROC-AUC over the tags with at least MIN_POSITIVES positives, and those tags."""
+    keep = (labels > 0).sum(axis=0) >= MIN_POSITIVES
+    names = [n for n, k in zip(MTAT_TAG_NAMES, keep, strict=True) if k]
+    return tagging_metrics(labels[:, keep], scores[:, keep], names).roc_auc, names
 
 
 @dataclass
@@ -79,5 +110,5 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.windows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        window = torch.from_numpy(self.windows[index].astype(np.float32) / 32767.0)
+        window = pcm_to_float(self.windows[index])
         return window, torch.from_numpy(self.targets[index])

@@ -25,27 +25,26 @@ import torch
 
 from model.base import TaggingModel
 from model.checkpoint import load_checkpoint
-from model.inference import predict_windows
 from model.tags import MTAT_TAG_NAMES, MTAT_TAGS
 from training.distill.cache import TEACHER_WEIGHTS
-from training.distill.data import Split, load_split
-from training.distill.train import MIN_POSITIVES
+from training.distill.data import (
+    MIN_POSITIVES,
+    TEACHER_POSITIVE,
+    Split,
+    frequent_tag_auc,
+    load_split,
+    score_split,
+)
 from training.metrics import tagging_metrics
 
 INSTRUMENT_TAGS = [t.name for t in MTAT_TAGS if t.category == "instrument"]
 
 
-def _scores(model: TaggingModel, split: Split, batch_size: int = 64) -> np.ndarray:
-    windows = torch.from_numpy(split.windows.astype(np.float32) / 32767.0)
-    return predict_windows(model, windows, batch_size=batch_size).numpy()
-
-
 def agreement_table(split: Split, scores: np.ndarray) -> tuple[float, list[str]]:
-    labels = (split.teacher >= 0.3).astype(np.int8)
-    keep = (labels > 0).sum(axis=0) >= MIN_POSITIVES
-    names = [n for n, k in zip(MTAT_TAG_NAMES, keep, strict=True) if k]
-    metrics = tagging_metrics(labels[:, keep], scores[:, keep], names)
-    return float(metrics.roc_auc or float("nan")), names
+    """Agreement with the teacher's own labels (no ground truth mixed in)."""
+    labels = (split.teacher >= TEACHER_POSITIVE).astype(np.int8)
+    roc, names = frequent_tag_auc(labels, scores)
+    return float("nan") if roc is None else roc, names
 
 
 def instrument_auc(split: Split, scores: np.ndarray) -> tuple[float, list[str]]:
@@ -84,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     students = {"q2l-small student": load_checkpoint(args.student).model}
     if args.baseline:
         students["ResCNN student"] = load_checkpoint(args.baseline).model
-    teacher_scores = _scores(teacher, test)
+    teacher_scores = score_split(teacher, test)
     rows_agree, rows_instr, rows_speed = [], [], []
     for name, model in students.items():
-        scores = _scores(model, test)
+        scores = score_split(model, test)
         roc, tags = agreement_table(test, scores)
         rows_agree.append(f"| {name} | {roc:.4f} | {len(tags)} |")
         instr, instr_tags = instrument_auc(test, scores)

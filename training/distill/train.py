@@ -31,13 +31,16 @@ from tqdm import tqdm
 
 from model.base import TaggingModel
 from model.checkpoint import save_checkpoint
-from model.inference import default_device, predict_windows
-from model.tags import MTAT_TAG_NAMES
+from model.inference import default_device
 from model.zoo import build_model
-from training.distill.data import Split, WindowDataset, load_split
-from training.metrics import calibrate_thresholds, tagging_metrics
-
-MIN_POSITIVES = 10
+from training.distill.data import (
+    Split,
+    WindowDataset,
+    frequent_tag_auc,
+    load_split,
+    score_split,
+)
+from training.metrics import calibrate_thresholds
 
 
 @dataclass
@@ -81,15 +84,11 @@ def agreement(
 ) -> tuple[float, float, np.ndarray]:
     """Macro ROC-AUC against the agreement labels (tags with >= 10 positives), the soft BCE loss,
     and the (N, C) scores."""
-    windows = torch.from_numpy(split.windows.astype(np.float32) / 32767.0)
-    scores = predict_windows(model, windows, batch_size=64, device=device, autocast_dtype=dtype)
-    targets = torch.from_numpy(split.soft_targets())
-    loss = F.binary_cross_entropy(scores.clamp(1e-6, 1 - 1e-6), targets).item()
-    labels = split.agreement_labels()
-    keep = (labels > 0).sum(axis=0) >= MIN_POSITIVES
-    names = [n for n, k in zip(MTAT_TAG_NAMES, keep, strict=True) if k]
-    metrics = tagging_metrics(labels[:, keep], scores.numpy()[:, keep], names)
-    return float(metrics.roc_auc or 0.0), loss, scores.numpy()
+    scores = score_split(model, split, device=device, dtype=dtype)
+    probabilities = torch.from_numpy(scores).clamp(1e-6, 1 - 1e-6)
+    loss = F.binary_cross_entropy(probabilities, torch.from_numpy(split.soft_targets())).item()
+    roc, _ = frequent_tag_auc(split.agreement_labels(), scores)
+    return float(roc or 0.0), loss, scores
 
 
 def _state_path(out: Path) -> Path:
