@@ -20,6 +20,7 @@ from app.fetch import Resolver
 from app.logs import record_outcome
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.page import router as page_router
 from app.problems import install_problem_handlers
 from app.routes import URL_REQUEST_MAX_BYTES, router
 from app.service import InferWrapper, TaggingService
@@ -100,4 +101,5 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(router)
+    app.include_router(page_router)
     return app
