@@ -95,7 +95,7 @@
       case 413:
         return "The audio is too large or too long for this tagger.";
       case 415:
-        return "This is not audio in a format the tagger reads (mp3, wav, flac, ogg, opus, m4a/aac).";
+        return "This file is not audio that the tagger can read.";
       case 422:
         return "The audio could not be decoded: the file may be damaged, cut short or silent.";
       case 500:
@@ -351,10 +351,7 @@
     );
     const plotX = labelW;
     const plotW = width - labelW;
-    const duration = Math.max(
-      response.duration_seconds,
-      0.001,
-    );
+    const duration = Math.max(response.duration_seconds, 0.001);
 
     ctx.fillStyle = cssColour("--card", "#ffffff");
     ctx.fillRect(0, 0, width, height);
@@ -399,6 +396,14 @@
     canvas.height = base.height;
     canvas.style.height = `${height}px`;
     heat = { base, plotX, plotW, plotH: rowsHeight, width, height, duration, ratio };
+    // The layout in CSS pixels, for tools that read the map (the browser test does).
+    Object.assign(canvas.dataset, {
+      plotX: String(plotX),
+      plotWidth: String(plotW),
+      plotHeight: String(rowsHeight),
+      rows: String(rows.length),
+      duration: String(duration),
+    });
     describeHeatmap(rows, segments, duration);
     drawPlayhead();
   }

@@ -1,0 +1,274 @@
+"""The web page in a real browser: headless Debian Chromium, driven by Selenium, against the real
+service (uvicorn in a subprocess).
+
+Needs the `chromium` and `chromium-driver` Debian packages; without them the tests skip with a
+message, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tests.app.audio import encode
+from tests.app.browser import find_chromium, full_page_png, start_chromium
+from tests.app.servers import FileServer, Route, ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+TOP_K = 12  # the page's default
+
+# Colour statistics of the heat map's plot area (right of the tag labels, above the time axis).
+HEATMAP_PIXELS = """
+const canvas = document.getElementById("heatmap");
+const d = canvas.dataset;
+const x0 = Math.round(Number(d.plotX)), w = Math.floor(Number(d.plotWidth));
+const h = Math.floor(Number(d.plotHeight));
+const data = canvas.getContext("2d").getImageData(x0, 0, w, h).data;
+const colours = new Set();
+let painted = 0;
+for (let i = 0; i < data.length; i += 4) {
+  colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+  if (data[i] + data[i + 1] + data[i + 2] < 3 * 250) painted += 1;
+}
+// Columns white from top to bottom: only the playhead line draws those.
+const white = [];
+for (let x = 0; x < w; x += 1) {
+  let all = true;
+  for (let y = 0; y < h && all; y += 1) {
+    const i = 4 * (y * w + x);
+    all = data[i] === 255 && data[i + 1] === 255 && data[i + 2] === 255;
+  }
+  if (all) white.push(x);
+}
+return {colours: colours.size, painted: painted / (w * h), white, plotWidth: w,
+        rows: Number(d.rows), duration: Number(d.duration)};
+"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> tuple[str, str]:
+    found = find_chromium()
+    if found is None:
+        message = (
+            "Chromium or its driver is missing (Debian packages chromium and chromium-driver): "
+            "cannot test the web page in a real browser"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def browser(chromium: tuple[str, str]) -> Iterator[webdriver.Chrome]:
+    chrome = start_chromium(*chromium, width=1000, height=900)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+@pytest.fixture
+def phone(chromium: tuple[str, str]) -> Iterator[webdriver.Chrome]:
+    chrome = start_chromium(*chromium, width=360, height=740)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def wait_for(chrome: webdriver.Chrome, condition: Callable[[webdriver.Chrome], Any]) -> Any:
+    return WebDriverWait(chrome, 60, poll_frequency=0.1).until(condition)
+
+
+def open_page(chrome: webdriver.Chrome, server: ServiceProcess) -> None:
+    chrome.get(server.url + "/")
+    wait_for(chrome, lambda c: c.find_element(By.ID, "model").text.startswith("Model "))
+
+
+def state(chrome: webdriver.Chrome) -> str:
+    return str(chrome.find_element(By.ID, "main").get_attribute("data-state"))
+
+
+def wait_finished(chrome: webdriver.Chrome) -> str:
+    return str(wait_for(chrome, lambda c: state(c) if state(c) in {"done", "error"} else None))
+
+
+def upload(chrome: webdriver.Chrome, path: Path) -> None:
+    # The picker's input behind the drop zone button; Selenium sets its file directly.
+    chrome.find_element(By.ID, "file-input").send_keys(str(path))
+
+
+def bar_tags(chrome: webdriver.Chrome) -> list[str]:
+    return [
+        str(bar.get_attribute("data-tag"))
+        for bar in chrome.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    ]
+
+
+def error_text(chrome: webdriver.Chrome) -> str:
+    wait_for(chrome, lambda c: c.find_element(By.ID, "error").is_displayed())
+    return str(chrome.find_element(By.ID, "error").text)
+
+
+def no_horizontal_scroll(chrome: webdriver.Chrome) -> bool:
+    return bool(
+        chrome.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    )
+
+
+def test_upload_draws_bars_and_heat_map(
+    browser: webdriver.Chrome, server: ServiceProcess, tmp_path: Path
+) -> None:
+    track = tmp_path / "generated music.mp3"
+    track.write_bytes(encode("mp3", 12.0))
+    not_found_before = server.metric(
+        "tagger_requests_total", 'endpoint="unmatched",outcome="not_found"'
+    )
+
+    open_page(browser, server)
+    upload(browser, track)
+    assert wait_finished(browser) == "done", browser.find_element(By.ID, "error").text
+
+    assert "Tagged generated music.mp3" in browser.find_element(By.ID, "status").text
+    assert browser.find_element(By.ID, "results").is_displayed()
+    tags = bar_tags(browser)
+    assert len(tags) == TOP_K
+    groups = browser.find_elements(By.CSS_SELECTOR, "#bars .bar-group h4")
+    assert groups
+    # A group per category, each heading once, in the page's category order.
+    names = [group.text for group in groups]
+    assert len(names) == len(set(names))
+    order = ["Genre", "Mood", "Instrument", "Vocals", "Tempo and dynamics", "Other"]
+    assert names == sorted(names, key=order.index)
+    fills = browser.execute_script(
+        "return [...document.querySelectorAll('#bars .bar-fill')]"
+        ".map((el) => el.getBoundingClientRect().width)"
+    )
+    assert all(width > 0 for width in fills)
+
+    pixels = browser.execute_script(HEATMAP_PIXELS)
+    assert pixels["rows"] == TOP_K
+    assert pixels["duration"] == pytest.approx(12.0, abs=0.1)
+    assert pixels["painted"] > 0.8, pixels  # cells cover the plot but for the row gaps
+    assert pixels["colours"] >= 3, pixels
+    assert min(pixels["white"]) <= 2  # the playhead at 0:00
+
+    # The picked file plays from an object URL; seeking moves the line on the map.
+    assert str(browser.find_element(By.ID, "player").get_attribute("src")).startswith("blob:")
+    wait_for(
+        browser,
+        lambda c: c.execute_script("return document.getElementById('player').readyState >= 1"),
+    )
+    browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const player = document.getElementById("player");
+        player.addEventListener("seeked", () => requestAnimationFrame(() => done()), {once: true});
+        player.currentTime = 6.0;
+        """
+    )
+    moved = browser.execute_script(HEATMAP_PIXELS)
+    middle = moved["plotWidth"] * 6.0 / moved["duration"]
+    assert moved["white"], "no playhead line after seeking"
+    assert all(abs(x - middle) <= 2 for x in moved["white"]), (moved["white"], middle)
+
+    full_page_png(browser, tmp_path / "page.png")
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+    # The page and its assets load without a single unmatched request (favicon and the like).
+    not_found_after = server.metric(
+        "tagger_requests_total", 'endpoint="unmatched",outcome="not_found"'
+    )
+    assert not_found_after == not_found_before
+
+
+def test_non_audio_upload_shows_the_problem_in_plain_words(
+    browser: webdriver.Chrome, server: ServiceProcess, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.mp3"  # the name says mp3; the content decides
+    notes.write_text("These are my notes, not a song.\n" * 40)
+    open_page(browser, server)
+    upload(browser, notes)
+    assert wait_finished(browser) == "error"
+    text = error_text(browser)
+    assert "This file is not audio that the tagger can read." in text
+    assert "Details: " in text  # the service's own `detail`
+    assert not browser.find_element(By.ID, "results").is_displayed()
+    assert "Could not tag notes.mp3" in browser.find_element(By.ID, "status").text
+    browser.save_screenshot(str(tmp_path / "error.png"))
+
+    # A good file after a bad one clears the error.
+    track = tmp_path / "track.wav"
+    track.write_bytes(encode("wav", 4.0))
+    upload(browser, track)
+    assert wait_finished(browser) == "done"
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_pasted_url_with_keyboard_only(
+    browser: webdriver.Chrome, server: ServiceProcess, file_server: FileServer
+) -> None:
+    file_server.routes["/music/song.ogg"] = Route(encode("ogg", 8.0))
+    open_page(browser, server)
+
+    # Tab order: skip link, then the drop zone (a real button with a name and a focus ring).
+    focused: list[str] = []
+    for _ in range(3):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        focused.append(str(browser.switch_to.active_element.get_attribute("id")))
+    assert focused[1:] == ["dropzone", "url-input"], focused
+    dropzone = browser.find_element(By.ID, "dropzone")
+    assert dropzone.aria_role == "button"
+    assert "Choose an audio file" in dropzone.accessible_name
+    url_input = browser.find_element(By.ID, "url-input")
+    assert url_input.accessible_name == "Or paste the URL of an audio file"
+    assert url_input.value_of_css_property("outline-style") != "none"
+    status = browser.find_element(By.ID, "status")
+    assert status.get_attribute("aria-live") == "polite"
+
+    # Enter without a URL: told what to type, focus stays in the field.
+    url_input.send_keys(Keys.ENTER)
+    assert "starting with http:// or https://" in error_text(browser)
+    assert browser.switch_to.active_element.get_attribute("id") == "url-input"
+
+    url = f"{file_server.base}/music/song.ogg"
+    browser.switch_to.active_element.send_keys(url + Keys.ENTER)
+    assert wait_finished(browser) == "done", browser.find_element(By.ID, "error").text
+    assert len(bar_tags(browser)) == TOP_K
+    assert browser.find_element(By.ID, "player").get_attribute("src") == url
+    assert browser.find_element(By.ID, "track-name").text == "song.ogg"
+
+    # A URL the service cannot download: 502, said plainly.
+    url_input.clear()
+    url_input.send_keys(f"{file_server.base}/missing.ogg" + Keys.ENTER)
+    assert wait_finished(browser) == "error"
+    assert "could not download the audio from this URL" in error_text(browser)
+
+
+def test_phone_width(phone: webdriver.Chrome, server: ServiceProcess, tmp_path: Path) -> None:
+    open_page(phone, server)
+    assert phone.execute_script("return window.innerWidth") == 360
+    assert no_horizontal_scroll(phone)
+    dropzone = phone.find_element(By.ID, "dropzone")
+    assert dropzone.rect["width"] >= 0.8 * 360  # the drop zone spans the narrow screen
+    track = tmp_path / "track.m4a"
+    track.write_bytes(encode("m4a", 10.0))
+    upload(phone, track)
+    assert wait_finished(phone) == "done"
+    assert len(bar_tags(phone)) == TOP_K
+    assert no_horizontal_scroll(phone)
+    pixels = phone.execute_script(HEATMAP_PIXELS)
+    assert pixels["painted"] > 0.8
+    canvas = phone.find_element(By.ID, "heatmap")
+    assert canvas.rect["width"] <= phone.execute_script("return window.innerWidth")
+    full_page_png(phone, tmp_path / "phone.png")
