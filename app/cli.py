@@ -1,4 +1,5 @@
-"""The `tagger` command: `tagger serve` runs the service, `tagger tags` prints the vocabulary.
+"""The `tagger` command: `tagger serve` runs the service, `tagger tag` tags local files and
+folders, `tagger tags` prints the vocabulary.
 
 Settings come from `TAGGER_*` environment variables; command-line options override them.
 """
@@ -38,10 +39,78 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="TAGGER_LOG_LEVEL"
     )
 
+    _add_tag_parser(commands)
+
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
     tags.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+TAG_EPILOG = """\
+exit codes: 0 every file tagged (or skipped by --resume, or nothing to tag); 1 at least one
+file failed (the others are tagged and written); 2 the run could not start (options,
+checkpoint, device, output file); 130 interrupted (finished files are written).
+The full reference is docs/cli.md."""
+
+
+def _add_tag_parser(commands: Any) -> None:
+    tag = commands.add_parser(
+        "tag",
+        help="tag local audio files and folders",
+        description="Tag audio files and folders with the same model code as the service. "
+        "Windows of several files share each batch, decoding runs ahead in threads, and a file "
+        "that cannot be decoded is reported and skipped.",
+        epilog=TAG_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tag.add_argument("paths", nargs="+", metavar="PATH", help="audio files and folders")
+    tag.add_argument(
+        "-r", "--recursive", action="store_true", help="tag audio in subfolders of folders too"
+    )
+    tag.add_argument(
+        "-f", "--format", choices=["table", "json", "jsonl", "csv"], default="table",
+        help="output format (default: table)",
+    )  # fmt: skip
+    tag.add_argument(
+        "-o", "--output", type=Path, help="write results to FILE instead of standard output"
+    )
+    tag.add_argument(
+        "--resume", action="store_true",
+        help="skip files already tagged in --output and add the rest (json, jsonl, csv)",
+    )  # fmt: skip
+    tag.add_argument(
+        "-k", "--top-k", type=int, help="tags per file, best first (default: 5 in a table, else 10)"
+    )
+    tag.add_argument(
+        "--threshold", type=float,
+        help="one decision threshold for all tags (default: the checkpoint's per-tag ones)",
+    )  # fmt: skip
+    tag.add_argument("--segments", action="store_true", help="add the scores of every window")
+    tag.add_argument("--checkpoint", type=Path, help="checkpoint file (TAGGER_CHECKPOINT)")
+    tag.add_argument("--device", help="auto, cpu, cuda or cuda:N (TAGGER_DEVICE, auto)")
+    tag.add_argument(
+        "--batch-windows", type=int, default=8, help="windows per forward pass (default: 8)"
+    )
+    tag.add_argument(
+        "--threads", type=int,
+        help="torch threads for the model (TAGGER_TORCH_THREADS; default: cores - decode threads)",
+    )  # fmt: skip
+    tag.add_argument(
+        "--decode-workers", type=int,
+        help="threads decoding ahead of the model (default: 1, or 2 with more than 4 cores)",
+    )  # fmt: skip
+    tag.add_argument(
+        "--max-seconds", type=float, help="fail files longer than this (default: no limit)"
+    )
+    progress = tag.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress", action="store_true", default=None,
+        help="show the progress bar even when standard error is not a terminal",
+    )  # fmt: skip
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -102,10 +171,9 @@ def serve(args: argparse.Namespace) -> int:
 
     # Imported here, not at the top: torch and FastAPI take seconds to import, `tagger tags`
     # should not wait for them.
-    import uvicorn
-
     from app.logs import configure_logging
     from app.main import create_app
+    from app.server import run_server
     from app.service import resolve_device
 
     try:
@@ -117,16 +185,7 @@ def serve(args: argparse.Namespace) -> int:
     # the reference front end (n_fft 512, 128 mels) and says nothing about this run.
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    return run_server(create_app(settings), settings)
 
 
 def tags(args: argparse.Namespace) -> int:
@@ -150,10 +209,37 @@ def tags(args: argparse.Namespace) -> int:
     return 0
 
 
+def tag(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings(
+            **{
+                name: value
+                for name, value in [("checkpoint", args.checkpoint), ("device", args.device)]
+                if value is not None
+            }
+        )
+    except ValidationError as error:
+        return _fail(f"invalid settings:\n{error}", 2)
+    args.checkpoint = settings.checkpoint
+    args.device = settings.device
+    if args.threads is None and settings.torch_threads:
+        args.threads = settings.torch_threads
+    if not settings.checkpoint.is_file():
+        return _fail(_missing_checkpoint_message(settings.checkpoint), 2)
+
+    # Imported here: torch takes seconds to import, `tagger tags` should not wait for it.
+    from app.tag_command import run
+
+    warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "tag":
+        return tag(args)
     return tags(args)
 
 

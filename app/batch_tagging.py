@@ -1,0 +1,340 @@
+"""Tag many local files with one model: the engine behind `tagger tag`.
+
+Decoding runs in a thread pool a few files ahead of the model, so decoding the next files
+overlaps the forward passes of the current ones. Decoded files are cut into windows exactly as
+the service cuts an upload (`model.inference.split_windows`), and their windows join one FIFO
+queue: each batch is filled from as many files as it takes, so a folder of short clips still
+runs full batches. A file whose windows are all scored becomes a `FileResult`; results come out
+in input order whatever order the work finished in.
+
+A file that cannot be read or decoded becomes a `FileResult` with an `error`, and the run goes
+on. The model is one call, `InferFn` (windows in, probabilities out), so a faster runtime can be
+put behind it without touching the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from app.decoding import AudioDecodeError, decode_audio
+from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
+from model.checkpoint import Checkpoint
+from model.inference import default_device, predict_windows, split_windows, window_starts
+
+InferFn = Callable[[Tensor], Tensor]
+"""(N, window_samples) float32 windows -> (N, n_tags) float32 probabilities on the CPU."""
+
+# Folder walks pick files by name, as people name audio; the content still decides (see
+# `_read_and_decode`), so a misnamed file fails with a reason instead of being guessed at.
+AUDIO_SUFFIXES = frozenset(
+    {".mp3", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac"}
+    | {".webm", ".mka"}
+)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What tagging one file produced.
+
+    Attributes:
+        path: The file as named on the command line or found in a folder.
+        error: Why the file was not tagged, or None.
+        duration_seconds: Length of the decoded audio.
+        container: The container the decoder recognised (FFmpeg's name, e.g. "ogg").
+        track_scores: (n_tags,) mean of the window probabilities.
+        window_scores: (windows, n_tags) probabilities.
+        window_times: (start, end) seconds of each window.
+    """
+
+    path: str
+    error: str | None = None
+    duration_seconds: float = 0.0
+    container: str = ""
+    track_scores: Tensor | None = None
+    window_scores: Tensor | None = None
+    window_times: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class FileList:
+    """The files a run will tag, in order, and what was left out while collecting them.
+
+    Attributes:
+        files: Files to tag, each once, in command-line order; folders contribute their audio
+            files sorted by path.
+        missing: Command-line paths that do not exist (they count as failed files).
+        ignored: Files inside folders that are not audio by name, or hidden.
+    """
+
+    files: list[str]
+    missing: list[str]
+    ignored: int
+
+
+def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
+    if not recursive:
+        yield from (entry for entry in sorted(folder.iterdir()) if not entry.is_dir())
+        return
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in place: prunes the walk
+        for name in sorted(names):
+            yield Path(root) / name
+
+
+def collect_files(paths: Iterable[str | Path], *, recursive: bool) -> FileList:
+    """Expand command-line paths into the files to tag.
+
+    A file given by name is always tagged (its content decides whether it is audio). In a
+    folder, only files with an audio suffix (`AUDIO_SUFFIXES`) are taken and hidden files are
+    skipped (macOS leaves `._song.mp3` resource forks next to real songs); without `recursive`
+    only the folder's own files are taken.
+    """
+    files: list[str] = []
+    seen: set[Path] = set()
+    missing: list[str] = []
+    ignored = 0
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(str(path))
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for entry in _walk(path, recursive):
+                if entry.name.startswith(".") or entry.suffix.lower() not in AUDIO_SUFFIXES:
+                    ignored += 1
+                else:
+                    add(entry)
+        elif path.exists():
+            add(path)
+        else:
+            missing.append(str(raw))
+    return FileList(files=files, missing=missing, ignored=ignored)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The torch device for "auto", "cpu", "cuda" or "cuda:N"; refuses CUDA when there is none."""
+    if setting == "auto":
+        return default_device()
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {setting!r} was requested but CUDA is not available")
+    return device
+
+
+def model_infer(checkpoint: Checkpoint, device: torch.device) -> InferFn:
+    """The model as one call: a batch of windows in, probabilities out."""
+
+    def infer(windows: Tensor) -> Tensor:
+        return predict_windows(
+            checkpoint.model, windows, batch_size=windows.shape[0], device=device
+        )
+
+    return infer
+
+
+@dataclass
+class _Decoded:
+    """A decoded file cut into windows, waiting for (or in) the window queue."""
+
+    index: int
+    path: str
+    windows: Tensor
+    n_samples: int
+    container: str
+    scores: Tensor | None = None  # (windows, n_tags), allocated by the first batch
+    queued_from: int = 0  # first window not yet taken into a batch
+    scored: int = 0
+    error: str | None = None
+
+
+def _read_and_decode(path: str, sample_rate: int, max_seconds: float | None) -> tuple[Tensor, str]:
+    """(samples, container) of one file; raises AudioDecodeError with a reason in plain words."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as error:
+        raise AudioDecodeError(f"cannot read the file: {error.strerror or error}") from error
+    if not head:
+        raise AudioDecodeError("the file is empty")
+    # The service's rule: FFmpeg demuxes much more than audio (playlists that fetch URLs or read
+    # other local files among them), so only content that starts like audio reaches it.
+    if sniff_audio(head) is None:
+        raise AudioDecodeError(
+            f"not audio in a supported format ({SUPPORTED_FORMATS}); the format is recognised "
+            "from the content, not from the file name"
+        )
+    decoded = decode_audio(path, sample_rate=sample_rate, max_seconds=max_seconds)
+    return torch.from_numpy(decoded.samples), decoded.container
+
+
+class BatchTagger:
+    """Tags files with windows from several files per batch; see the module docstring.
+
+    Args:
+        infer: The model call.
+        window_samples: Samples per analysis window.
+        sample_rate: Hz the model expects; files are resampled to it.
+        batch_windows: Windows per forward pass (the last batch of a run may be smaller).
+        decode_workers: Threads decoding ahead of the model.
+        max_seconds: Files longer than this fail instead of being tagged; None for no limit.
+    """
+
+    def __init__(
+        self,
+        infer: InferFn,
+        *,
+        window_samples: int,
+        sample_rate: int,
+        batch_windows: int = 8,
+        decode_workers: int = 1,
+        max_seconds: float | None = None,
+    ) -> None:
+        if batch_windows < 1:
+            raise ValueError(f"batch_windows must be at least 1, got {batch_windows}")
+        if decode_workers < 1:
+            raise ValueError(f"decode_workers must be at least 1, got {decode_workers}")
+        self.infer = infer
+        self.window_samples = window_samples
+        self.sample_rate = sample_rate
+        self.batch_windows = batch_windows
+        self.decode_workers = decode_workers
+        self.max_seconds = max_seconds
+
+    def _decode(self, index: int, path: str) -> _Decoded | FileResult:
+        try:
+            samples, container = _read_and_decode(path, self.sample_rate, self.max_seconds)
+        except AudioDecodeError as error:
+            return FileResult(path=path, error=str(error))
+        except Exception as error:  # a decoder tripping over a hostile file is the file's fault
+            return FileResult(path=path, error=f"could not decode the audio: {error!r}")
+        windows = split_windows(samples, self.window_samples)
+        return _Decoded(
+            index=index,
+            path=path,
+            windows=windows,
+            n_samples=int(samples.shape[0]),
+            container=container,
+        )
+
+    def _result(self, job: _Decoded) -> FileResult:
+        if job.error is not None or job.scores is None:
+            return FileResult(path=job.path, error=job.error or "the file was not scored")
+        rate = self.sample_rate
+        end = max(job.n_samples, 1)
+        times = [
+            (start / rate, min(start + self.window_samples, end) / rate)
+            for start in window_starts(job.n_samples, self.window_samples)
+        ]
+        return FileResult(
+            path=job.path,
+            duration_seconds=job.n_samples / rate,
+            container=job.container,
+            track_scores=job.scores.mean(dim=0),
+            window_scores=job.scores,
+            window_times=times,
+        )
+
+    def tag(self, files: Sequence[str]) -> Iterator[FileResult]:
+        """Tag `files`, yielding one result per file in the same order."""
+        # Quiet audio produces denormal floats, which slow CPU convolutions up to tenfold; the
+        # flag is per thread, and the model runs in the thread that iterates this generator.
+        previous_flush = torch.set_flush_denormal(True)
+        lookahead = 2 * self.decode_workers
+        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tagger-decode")
+        submitted: deque[tuple[int, Future[_Decoded | FileResult]]] = deque()
+        queue: deque[_Decoded] = deque()  # files with windows not yet in a batch
+        queued = 0
+        finished: dict[int, FileResult] = {}
+        next_submit = 0
+        next_yield = 0
+
+        def top_up() -> None:
+            nonlocal next_submit
+            while next_submit < len(files) and len(submitted) < lookahead:
+                index = next_submit
+                submitted.append((index, pool.submit(self._decode, index, files[index])))
+                next_submit += 1
+
+        try:
+            while True:
+                top_up()
+                while queued < self.batch_windows and submitted:
+                    index, future = submitted.popleft()
+                    top_up()  # keep the decoders busy while this thread waits and computes
+                    outcome = future.result()
+                    if isinstance(outcome, FileResult):
+                        finished[index] = outcome
+                    else:
+                        queue.append(outcome)
+                        queued += outcome.windows.shape[0]
+                while next_yield in finished:
+                    yield finished.pop(next_yield)
+                    next_yield += 1
+                if queued == 0:
+                    if next_yield >= len(files):
+                        return
+                    continue
+                parts, batch = self._take_batch(queue)
+                queued -= batch.shape[0]
+                self._score(parts, batch, finished)
+                while next_yield in finished:
+                    yield finished.pop(next_yield)
+                    next_yield += 1
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            torch.set_flush_denormal(previous_flush)
+
+    def _take_batch(self, queue: deque[_Decoded]) -> tuple[list[tuple[_Decoded, int, int]], Tensor]:
+        """Up to `batch_windows` windows from the head of the queue: (parts, windows)."""
+        parts: list[tuple[_Decoded, int, int]] = []
+        room = self.batch_windows
+        while room and queue:
+            job = queue[0]
+            start = job.queued_from
+            count = min(room, job.windows.shape[0] - start)
+            parts.append((job, start, count))
+            job.queued_from += count
+            room -= count
+            if job.queued_from == job.windows.shape[0]:
+                queue.popleft()
+        batch = torch.cat([job.windows[start : start + count] for job, start, count in parts])
+        return parts, batch
+
+    def _score(
+        self,
+        parts: list[tuple[_Decoded, int, int]],
+        batch: Tensor,
+        finished: dict[int, FileResult],
+    ) -> None:
+        try:
+            probabilities = self.infer(batch)
+        except Exception as error:  # every file with windows in this batch fails, the run goes on
+            for job, _, _ in parts:
+                job.error = f"the model failed on a batch holding this file: {error!r}"
+        else:
+            offset = 0
+            for job, start, count in parts:
+                if job.scores is None:
+                    job.scores = torch.empty(job.windows.shape[0], probabilities.shape[1])
+                job.scores[start : start + count] = probabilities[offset : offset + count]
+                offset += count
+        for job, _, count in parts:
+            job.scored += count
+            if job.scored == job.windows.shape[0]:
+                finished[job.index] = self._result(job)

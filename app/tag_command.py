@@ -1,0 +1,238 @@
+"""`tagger tag`: load the model, tag the files, write the output, report, choose the exit code.
+
+Exit codes: 0 when every file was tagged (or skipped by --resume, or there was nothing to tag),
+1 when at least one file failed (the others are tagged and written), 2 when the run could not
+start (bad options, unusable checkpoint, device or output file), 130 when interrupted (what
+finished is written, so --resume continues from there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from app.batch_tagging import BatchTagger, FileResult, collect_files, model_infer, resolve_device
+from app.tag_output import (
+    RESUMABLE,
+    CsvWriter,
+    Describer,
+    JsonLinesWriter,
+    JsonWriter,
+    OutputError,
+    Previous,
+    TableWriter,
+    Writer,
+    read_previous,
+)
+from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+
+EXIT_OK = 0
+EXIT_FAILED_FILES = 1
+EXIT_CANNOT_START = 2
+EXIT_INTERRUPTED = 130
+
+
+def _say(message: str) -> None:
+    # tqdm.write keeps the progress bar intact below the message.
+    tqdm.write(f"tagger: {message}", file=sys.stderr)
+
+
+@dataclass
+class _Tally:
+    started: float = field(default_factory=time.monotonic)
+    ok: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    audio_seconds: float = 0.0
+
+    def add(self, result: FileResult) -> None:
+        if result.ok:
+            self.ok += 1
+            self.audio_seconds += result.duration_seconds
+        else:
+            self.failed.append((result.path, result.error or "unknown error"))
+
+    @property
+    def audio_hours(self) -> float:
+        return self.audio_seconds / 3600
+
+    def speed(self) -> float:
+        """Audio hours tagged per hour of wall time so far."""
+        return self.audio_seconds / max(time.monotonic() - self.started, 1e-9)
+
+
+def _defaults(args: argparse.Namespace) -> None:
+    """Fill options left unset: the table shows fewer tags, and CPUs get small batches (on this
+    kind of CPU larger batches cost throughput, see docs/performance.md)."""
+    if args.top_k is None:
+        args.top_k = 5 if args.format == "table" else 10
+    if args.decode_workers is None:
+        args.decode_workers = 1 if (os.cpu_count() or 1) <= 4 else 2
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) - args.decode_workers)
+
+
+def _check(args: argparse.Namespace, n_tags: int) -> str | None:
+    if args.resume and args.format not in RESUMABLE:
+        return f"--resume needs --format {', '.join(RESUMABLE)} (a table cannot be read back)"
+    if args.resume and args.output is None:
+        return "--resume needs --output FILE: the output it continues"
+    if not 1 <= args.top_k <= n_tags:
+        return f"--top-k must be between 1 and {n_tags} (the vocabulary size), got {args.top_k}"
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        return f"--threshold must lie in [0, 1], got {args.threshold}"
+    for name in ("batch_windows", "decode_workers", "threads"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        return f"--max-seconds must be positive, got {args.max_seconds}"
+    return None
+
+
+def _writer(
+    args: argparse.Namespace, describer: Describer, files: list[str], previous: Previous
+) -> Writer:
+    output: Path | None = args.output
+    append = args.resume and output is not None and output.exists() and output.stat().st_size > 0
+    if args.format == "table":
+        return TableWriter(describer, output, files)
+    if args.format == "json":
+        return JsonWriter(describer, output, previous.records)
+    if args.format == "jsonl":
+        return JsonLinesWriter(describer, output, append=append)
+    return CsvWriter(describer, output, append=append)
+
+
+def _summary(tally: _Tally, skipped: int, ignored: int, interrupted: bool) -> None:
+    wall = time.monotonic() - tally.started
+    for path, error in tally.failed[:20]:
+        print(f"tagger: failed: {path}: {error}", file=sys.stderr)
+    if len(tally.failed) > 20:
+        print(f"tagger: ... and {len(tally.failed) - 20} more failed files", file=sys.stderr)
+    counts = f"files: {tally.ok} tagged, {len(tally.failed)} failed, {skipped} skipped"
+    if skipped:
+        counts += " (already in the output)"
+    if ignored:
+        counts += f"; {ignored} non-audio or hidden files in folders ignored"
+    speed = tally.audio_seconds / wall if wall > 0 else 0.0
+    print(
+        f"tagger: {'interrupted: ' if interrupted else ''}{counts}\n"
+        f"tagger: {tally.audio_hours:.3f} h of audio in {wall:.1f} s wall time "
+        f"= {speed:.1f} audio hours per hour",
+        file=sys.stderr,
+    )
+
+
+def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device] | str:
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as error:
+        return f"{error}; use --device cpu"
+    try:
+        checkpoint = load_checkpoint(args.checkpoint, device=device)
+    except CheckpointError as error:
+        return str(error)
+    return checkpoint, device
+
+
+def run(args: argparse.Namespace) -> int:
+    """`tagger tag` with parsed arguments; returns the exit code."""
+    _defaults(args)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous_threads)  # for callers in the same process (tests)
+
+
+def _run(args: argparse.Namespace) -> int:
+    tally = _Tally()
+    loaded = _load(args)
+    if isinstance(loaded, str):
+        _say(loaded)
+        return EXIT_CANNOT_START
+    checkpoint, device = loaded
+    metadata = checkpoint.metadata
+    problem = _check(args, len(metadata.tags))
+    if problem:
+        _say(problem)
+        return EXIT_CANNOT_START
+
+    listing = collect_files(args.paths, recursive=args.recursive)
+    previous = Previous(frozenset(), frozenset(), [])
+    if args.resume:
+        try:
+            previous = read_previous(args.output, args.format, [t.name for t in metadata.tags])
+        except OutputError as error:
+            _say(str(error))
+            return EXIT_CANNOT_START
+        others = previous.model_ids - {checkpoint.model_id}
+        if others:
+            _say(f"warning: {args.output} also holds results of {', '.join(sorted(others))}")
+    todo = [f for f in listing.files if not previous.is_done(f)]
+    skipped = len(listing.files) - len(todo)
+
+    thresholds = torch.tensor(metadata.thresholds, dtype=torch.float32)
+    if args.threshold is not None:
+        thresholds = torch.full_like(thresholds, args.threshold)
+    audio = checkpoint.model.audio
+    describer = Describer(
+        model_id=checkpoint.model_id,
+        tags=metadata.tags,
+        thresholds=thresholds,
+        top_k=args.top_k,
+        segments=args.segments,
+        window_seconds=audio.window_seconds,
+    )
+    tagger = BatchTagger(
+        model_infer(checkpoint, device),
+        window_samples=audio.window_samples,
+        sample_rate=audio.sample_rate,
+        batch_windows=args.batch_windows,
+        decode_workers=args.decode_workers,
+        max_seconds=args.max_seconds,
+    )
+    try:
+        writer = _writer(args, describer, listing.missing + todo, previous)
+    except OSError as error:
+        _say(f"cannot write {args.output}: {error.strerror or error}")
+        return EXIT_CANNOT_START
+    _say(
+        f"{checkpoint.model_id} on {device}, torch threads {args.threads}, decode threads "
+        f"{args.decode_workers}, batches of {args.batch_windows} windows; files to tag: {len(todo)}"
+        + (f", {skipped} already in {args.output}" if skipped else "")
+    )
+    interrupted = False
+    bar = tqdm(
+        total=len(listing.missing) + len(todo),
+        unit="file",
+        file=sys.stderr,
+        disable=None if args.progress is None else not args.progress,
+        dynamic_ncols=True,
+    )
+    try:
+        missing = [FileResult(path=p, error="no such file or folder") for p in listing.missing]
+        for result in itertools.chain(missing, tagger.tag(todo)):
+            writer.write(result)
+            tally.add(result)
+            if not result.ok:
+                _say(f"skipped {result.path}: {result.error}")
+            bar.update(1)
+            bar.set_postfix_str(f"{tally.audio_hours:.2f} h audio, {tally.speed():.0f} h/h")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        writer.close()
+    _summary(tally, skipped, listing.ignored, interrupted)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED_FILES if tally.failed else EXIT_OK
