@@ -16,12 +16,10 @@ window, as in Ray Serve). Admission is bounded: a request that would push the qu
 `max_queued_windows` is refused at once (the caller answers 503). Windows of requests that passed
 their deadline, disconnected or failed are dropped before they reach the model.
 
-Batch shapes: a formed batch is computed in chunks whose sizes are powers of two (plus
-`max_batch_windows` itself), e.g. 9 windows run as 8 + 1. The per-window cost of a CNN on a CPU
-hardly depends on the batch size, so splitting costs nothing there, and it bounds the set of
-shapes the model ever sees to about log2(max_batch_windows) + 1; all of them are warmed up before
-the service reports ready (first calls at a new shape are slow: oneDNN primitive creation on CPU,
-cuDNN autotuning on CUDA).
+Batch shapes: a formed batch is computed in chunks of a few fixed sizes (powers of two up to a
+cap, see `model.runtime`), e.g. 9 windows run as 8 + 1. This bounds the set of shapes the model
+ever sees, and all of them are warmed up (compiled, on the fast path) before the service reports
+ready, so no request pays for compilation, oneDNN primitive creation or cuDNN autotuning.
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ import torch
 from torch import Tensor
 
 from app.metrics import Metrics
+from model.runtime import batch_shapes, split_sizes
 
 logger = logging.getLogger("tagger.batcher")
 
@@ -123,31 +122,6 @@ class _Job:
         return self.n - self.taken
 
 
-def batch_shapes(max_batch_windows: int) -> tuple[int, ...]:
-    """The chunk sizes the model is called with: powers of two below the maximum, and it."""
-    if max_batch_windows <= 0:
-        raise ValueError(f"max_batch_windows must be positive, got {max_batch_windows}")
-    shapes = []
-    size = 1
-    while size < max_batch_windows:
-        shapes.append(size)
-        size *= 2
-    shapes.append(max_batch_windows)
-    return tuple(shapes)
-
-
-def split_sizes(n: int, shapes: tuple[int, ...]) -> list[int]:
-    """Cut `n` windows into chunks of the allowed shapes, largest first: 9 -> [8, 1]."""
-    sizes = []
-    for shape in sorted(shapes, reverse=True):
-        while n >= shape:
-            sizes.append(shape)
-            n -= shape
-    if n:  # only when 1 is not an allowed shape, which batch_shapes never produces
-        raise ValueError(f"cannot split into shapes {shapes}")
-    return sizes
-
-
 def _resolve(future: asyncio.Future[BatchResult], outcome: BatchResult | BaseException) -> None:
     if future.done():  # the awaiting side gave up (deadline, disconnect) first
         return
@@ -163,11 +137,14 @@ class Batcher:
     Args:
         infer: The model call; it runs only on the worker thread.
         window_samples: W, the length of every window.
-        max_batch_windows: Largest batch handed to `infer` (split into `batch_shapes`).
+        max_batch_windows: Largest batch the batcher forms from queued windows.
         max_wait_s: How long the oldest queued window may wait for company.
         max_queued_windows: Admission bound; beyond it `submit` raises QueueFullError.
         metrics: Where to record batch sizes, times and drops (optional).
         pin_memory: Stage batches in page-locked memory (CUDA: faster, asynchronous copies).
+        shapes: The chunk sizes `infer` is called with; default `batch_shapes(max_batch_windows)`.
+        warm_up: Runs on the worker thread before it reports ready; default: call `infer` once
+            per shape.
     """
 
     def __init__(
@@ -180,6 +157,8 @@ class Batcher:
         max_queued_windows: int,
         metrics: Metrics | None = None,
         pin_memory: bool = False,
+        shapes: tuple[int, ...] | None = None,
+        warm_up: Callable[[], object] | None = None,
     ) -> None:
         if max_queued_windows < max_batch_windows:
             raise ValueError("max_queued_windows must be at least max_batch_windows")
@@ -188,7 +167,10 @@ class Batcher:
         self.max_batch_windows = max_batch_windows
         self.max_wait_s = max_wait_s
         self.max_queued_windows = max_queued_windows
-        self.shapes = batch_shapes(max_batch_windows)
+        self.shapes = shapes or batch_shapes(max_batch_windows)
+        if max(self.shapes) > max_batch_windows or 1 not in self.shapes:
+            raise ValueError(f"shapes {self.shapes} need 1 and at most {max_batch_windows}")
+        self._custom_warm_up = warm_up
         self._metrics = metrics
         self._staging = torch.empty((max_batch_windows, window_samples), pin_memory=pin_memory)
         self._queue: collections.deque[_Job] = collections.deque()
@@ -305,6 +287,9 @@ class Batcher:
             self._compute(parts)
 
     def _warm_up(self) -> None:
+        if self._custom_warm_up is not None:
+            self._custom_warm_up()
+            return
         started = time.monotonic()
         generator = torch.Generator().manual_seed(0)
         for shape in self.shapes:

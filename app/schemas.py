@@ -134,6 +134,21 @@ class BatchingInfo(BaseModel):
     batch_shapes: list[int] = Field(description="Chunk sizes the model is called with.")
 
 
+class RuntimeDescription(BaseModel):
+    """How the model is executed (see model/runtime.py)."""
+
+    precision: str = Field(description="fp32, bf16 or fp16 (autocast around an fp32 front end).")
+    channels_last: bool
+    compile: str = Field(description="The compile setting: auto, on or off.")
+    compiled: bool = Field(description="Whether torch.compile graphs are in use.")
+    compile_error: str | None = Field(
+        default=None, description="Why compilation was abandoned for eager execution, if it was."
+    )
+    warmup_seconds: float | None = Field(
+        default=None, description="Time to run (and compile) every batch shape; null until ready."
+    )
+
+
 class ModelInfo(BaseModel):
     """What is loaded and how it runs."""
 
@@ -152,13 +167,21 @@ class ModelInfo(BaseModel):
                     "window_samples": 59049,
                     "window_seconds": 3.69,
                     "device": "cpu",
-                    "dtype": "float32",
+                    "dtype": "bfloat16 (autocast)",
                     "torch_threads": 1,
+                    "runtime": {
+                        "precision": "bf16",
+                        "channels_last": True,
+                        "compile": "auto",
+                        "compiled": True,
+                        "compile_error": None,
+                        "warmup_seconds": 61.5,
+                    },
                     "batching": {
                         "max_batch_windows": 64,
                         "max_wait_ms": 5.0,
                         "max_queued_windows": 1024,
-                        "batch_shapes": [1, 2, 4, 8, 16, 32, 64],
+                        "batch_shapes": [1, 2, 4, 8],
                     },
                     "training_data": "MagnaTagATune (CC BY-NC-SA 3.0)",
                     "metrics": {"roc_auc": 0.91, "pr_auc": 0.45},
@@ -180,6 +203,7 @@ class ModelInfo(BaseModel):
     device: str
     dtype: str = Field(description="float32, or the autocast dtype.")
     torch_threads: int
+    runtime: RuntimeDescription
     batching: BatchingInfo
     training_data: Any = Field(default=None, description="From the checkpoint's provenance.")
     metrics: Any = Field(default=None, description="From the checkpoint's provenance.")

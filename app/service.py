@@ -52,6 +52,7 @@ from app.problems import (
 from app.schemas import (
     BatchingInfo,
     ModelInfo,
+    RuntimeDescription,
     Segment,
     TagInfo,
     TagResponse,
@@ -61,21 +62,19 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.checkpoint import load_checkpoint
 from model.inference import (
     TrackPrediction,
     aggregate,
     default_device,
-    predict_windows,
     split_windows,
     window_starts,
 )
+from model.runtime import Runtime, RuntimeOptions
 
 logger = logging.getLogger("tagger.service")
 
 InferWrapper = Callable[[InferFn], InferFn]
-
-_AUTOCAST = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -108,20 +107,13 @@ def resolve_threads(setting: int) -> int:
     return setting or max(1, (os.cpu_count() or 1) - 1)
 
 
-def model_infer(checkpoint: Checkpoint, device: torch.device, autocast: str) -> InferFn:
-    """The production model call the batcher runs: windows in, probabilities out."""
-    autocast_dtype = _AUTOCAST[autocast]
-
-    def infer(windows: Tensor) -> Tensor:
-        return predict_windows(
-            checkpoint.model,
-            windows,
-            batch_size=windows.shape[0],
-            device=device,
-            autocast_dtype=autocast_dtype,
-        )
-
-    return infer
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    return RuntimeOptions(
+        precision=settings.precision,
+        channels_last=settings.channels_last,
+        compile=settings.compile,
+        max_chunk=settings.max_chunk_windows,
+    )
 
 
 def _format_name(container: str) -> str:
@@ -162,11 +154,19 @@ class TaggingService:
         self.model = self.checkpoint.model
         self.tags = self.checkpoint.metadata.tags
         self.thresholds = torch.tensor(self.checkpoint.metadata.thresholds, dtype=torch.float32)
-        infer = model_infer(self.checkpoint, self.device, settings.autocast)
+        self.runtime = Runtime(
+            self.model,
+            self.device,
+            runtime_options(settings),
+            max_batch=settings.max_batch_windows,
+        )
+        infer: InferFn = self.runtime
         self.batcher = Batcher(
             wrap_infer(infer) if wrap_infer else infer,
             window_samples=self.model.audio.window_samples,
             max_batch_windows=settings.max_batch_windows,
+            shapes=self.runtime.shapes,
+            warm_up=self._warm_up,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queued_windows=settings.max_queued_windows,
             metrics=metrics,
@@ -182,13 +182,26 @@ class TaggingService:
         if self.device.type == "cuda":
             device = self.device
             metrics.gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated(device)))
-        metrics.model_info.info(
+        self._publish_model_info()
+
+    def _warm_up(self) -> None:
+        """Runs on the batcher's thread before it reports ready."""
+        self.runtime.warm_up()
+        self._publish_model_info()
+
+    def _publish_model_info(self) -> None:
+        runtime = self.runtime.info()
+        self.metrics.model_info.info(
             {
                 "model_id": self.checkpoint.model_id,
                 "preset": self.checkpoint.metadata.preset,
                 "architecture": self.checkpoint.metadata.architecture,
                 "device": str(self.device),
                 "dtype": self.dtype_name,
+                "precision": runtime.precision,
+                "channels_last": str(runtime.channels_last).lower(),
+                "compile": self.settings.compile,
+                "compiled": str(runtime.compiled).lower(),
             }
         )
 
@@ -198,7 +211,7 @@ class TaggingService:
 
     @property
     def dtype_name(self) -> str:
-        dtype = _AUTOCAST[self.settings.autocast]
+        dtype = self.runtime.dtype
         return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} (autocast)"
 
     def start(self) -> None:
@@ -413,6 +426,7 @@ class TaggingService:
 
     def model_info(self) -> ModelInfo:
         metadata = self.checkpoint.metadata
+        runtime = self.runtime.info()
         provenance = metadata.provenance
         return ModelInfo(
             model_id=self.model_id,
@@ -427,6 +441,14 @@ class TaggingService:
             device=str(self.device),
             dtype=self.dtype_name,
             torch_threads=self.torch_threads,
+            runtime=RuntimeDescription(
+                precision=runtime.precision,
+                channels_last=runtime.channels_last,
+                compile=self.settings.compile,
+                compiled=runtime.compiled,
+                compile_error=runtime.compile_error,
+                warmup_seconds=runtime.warmup_seconds,
+            ),
             batching=BatchingInfo(
                 max_batch_windows=self.settings.max_batch_windows,
                 max_wait_ms=self.settings.max_wait_ms,

@@ -11,7 +11,8 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+import limits
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import model
@@ -37,8 +38,24 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'."
     )
-    autocast: Literal["off", "bf16", "fp16"] = Field(
-        default="off", description="Mixed precision for inference (meant for CUDA)."
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Inference precision: 'auto' is bf16 where the CPU or GPU computes it "
+        "natively (fp16 on older GPUs), else fp32; the mel front end always stays fp32.",
+    )
+    channels_last: bool = Field(
+        default=True, description="Channels-last memory format for the convolutions."
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="torch.compile every batch shape during warm-up; 'auto' falls back to eager "
+        "execution if compilation fails (e.g. no C++ compiler), 'on' makes that fatal.",
+    )
+    max_chunk_windows: int = Field(
+        default=0,
+        ge=0,
+        description="Largest batch per model call (batches are split into power-of-two chunks); "
+        "0 means 8 on CPU, max_batch_windows on CUDA.",
     )
     torch_threads: int = Field(
         default=0,
@@ -80,10 +97,34 @@ class Settings(BaseSettings):
         description="Ports URLs may use; an empty list allows any port.",
     )
 
+    # Abuse and shutdown.
+    rate_limit: str | None = Field(
+        default=None,
+        description="Per-client limit on each tagging endpoint, e.g. '60/minute' (off when unset).",
+    )
+    shutdown_drain_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="After SIGTERM, /readyz reports unready for this long while requests are "
+        "still accepted, so load balancers stop sending before the listener closes.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Then in-flight requests get this long to finish; requests still queued "
+        "after it are answered 503.",
+    )
+
     # Server and logs.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _blank_is_off(cls, value: object) -> object:
+        # TAGGER_RATE_LIMIT= (set but empty) means off, as unset does.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -94,4 +135,12 @@ class Settings(BaseSettings):
             )
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.rate_limit is not None:
+            try:
+                limits.parse_many(self.rate_limit)
+            except ValueError:
+                raise ValueError(
+                    f"rate_limit must look like '60/minute' or '10/second;300/hour', got "
+                    f"{self.rate_limit!r}"
+                ) from None
         return self

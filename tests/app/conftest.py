@@ -45,6 +45,8 @@ def settings_for(checkpoint: Path, **overrides: Any) -> Settings:
         "max_wait_ms": 2.0,
         "max_queued_windows": 64,
         "torch_threads": 1,
+        # Compiling every shape takes a minute; tests/model/test_runtime.py covers it.
+        "compile": "off",
     }
     values.update(overrides)
     return Settings(**values)

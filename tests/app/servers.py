@@ -35,7 +35,8 @@ class ServiceProcess:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-        for name, value in settings.items():
+        # Compiling every batch shape takes a minute; servers compile only when a test asks.
+        for name, value in {"compile": "off", **settings}.items():
             env[f"TAGGER_{name.upper()}"] = (
                 json.dumps(value) if isinstance(value, list | bool) else str(value)
             )

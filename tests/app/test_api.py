@@ -14,6 +14,7 @@ from torch import Tensor
 
 from app.batcher import InferFn
 from app.problems import PROBLEM_JSON, TYPE_PREFIX
+from model.runtime import cpu_has_native_bf16
 from model.tags import MTAT_TAGS
 from tests.app.audio import encode, silent_wav, wav_pcm16
 from tests.app.conftest import GUITAR_THRESHOLD, PROVENANCE, running_app, settings_for
@@ -105,7 +106,12 @@ async def test_tag_with_options_and_the_describing_endpoints(checkpoint: Path) -
         assert len(info["checkpoint_sha256"]) == 64
         assert info["model_id"] == f"q2l-small@{info['checkpoint_sha256'][:12]}"
         assert info["device"] == "cpu"
-        assert info["dtype"] == "float32"
+        precision = "bf16" if cpu_has_native_bf16() else "fp32"
+        assert info["runtime"]["precision"] == precision
+        assert info["dtype"] == ("bfloat16 (autocast)" if precision == "bf16" else "float32")
+        assert info["runtime"]["channels_last"] is True
+        assert info["runtime"]["compiled"] is False  # the tests' settings turn compilation off
+        assert info["runtime"]["warmup_seconds"] > 0
         assert info["torch_threads"] == 1
         assert info["training_data"] == PROVENANCE["training_data"]
         assert info["metrics"] == PROVENANCE["metrics"]

@@ -25,12 +25,10 @@ from app.batcher import (
     InferFn,
     QueueFullError,
     TooManyWindowsError,
-    batch_shapes,
-    split_sizes,
 )
 from app.metrics import Metrics
-from app.service import model_infer
 from model.checkpoint import load_checkpoint
+from model.runtime import Runtime, RuntimeOptions, batch_shapes, split_sizes
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +38,8 @@ MARKER = 7.0  # a window whose first sample is this makes the faulty model raise
 
 @pytest.fixture(scope="module")
 def infer(checkpoint: Path) -> InferFn:
-    return model_infer(load_checkpoint(checkpoint), torch.device("cpu"), "off")
+    options = RuntimeOptions(precision="fp32", compile="off")
+    return Runtime(load_checkpoint(checkpoint).model, torch.device("cpu"), options)
 
 
 class Gate:

@@ -50,7 +50,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({"max_batch_windows": 64, "max_queued_windows": 10}, "max_queued_windows"),
         ({"device": "tpu"}, "device must be"),
-        ({"autocast": "fp8"}, "autocast"),
+        ({"precision": "fp8"}, "precision"),
+        ({"compile": "maybe"}, "compile"),
         ({"max_wait_ms": -1}, "max_wait_ms"),
         ({"colour": "blue"}, "colour"),
     ],
