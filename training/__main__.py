@@ -2,6 +2,7 @@
 
 prepare-mtat      MagnaTagATune folder (+ Won et al.'s split files) -> prepared dataset
 prepare-manifest  own audio + manifest + vocabulary -> prepared dataset
+prepare-distill   the default model's teacher-labelled cache (data/distill) -> prepared dataset
 train             one run (paper's recipe by default; --config for a TOML/JSON file)
 evaluate          a checkpoint or run on one split: macro ROC/PR-AUC and a per-tag table
 export            a run's best model -> service checkpoint (calibrated thresholds)
@@ -24,8 +25,9 @@ import torch
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.zoo import preset_names
 from training import distributed
-from training.compare import compare
+from training.compare import compare, resolve_entries
 from training.config import RESUMABLE_FIELDS, ConfigError, make_config, read_config_file
+from training.data.distilled import DEFAULT_MIN_POSITIVES, DEFAULT_THRESHOLD, prepare_distilled
 from training.data.manifest import prepare_manifest
 from training.data.mtat import prepare_mtat
 from training.data.store import DatasetError, PreparedDataset
@@ -102,6 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--test-fraction", type=float, default=0.1)
     manifest.add_argument("--split-seed", type=int, default=0)
     _add_prepare_options(manifest)
+
+    distill = commands.add_parser(
+        "prepare-distill", help="the teacher-labelled distillation cache as a dataset"
+    )
+    distill.add_argument("--cache", default="data/distill", help="distillation cache folder")
+    distill.add_argument("--out", required=True, help="directory to create for the dataset")
+    for split in ("train", "valid", "test"):
+        distill.add_argument(
+            f"--{split}-windows",
+            type=int,
+            dest=f"{split}_windows",
+            help=f"random subset of at most this many {split} windows (default: all)",
+        )
+    distill.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    distill.add_argument("--min-positives", type=int, default=DEFAULT_MIN_POSITIVES)
+    distill.add_argument("--seed", type=int, default=0, help="seed of the window subsets")
+    distill.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
     train = commands.add_parser("train", help="train one model")
     train.add_argument("--preset", choices=preset_names())
@@ -211,6 +230,20 @@ def _cmd_prepare_manifest(args: argparse.Namespace) -> None:
     _report_dataset(dataset)
 
 
+def _cmd_prepare_distill(args: argparse.Namespace) -> None:
+    dataset = prepare_distilled(
+        args.cache,
+        args.out,
+        limits={s: getattr(args, f"{s}_windows") for s in ("train", "valid", "test")},
+        threshold=args.threshold,
+        min_positives=args.min_positives,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    _report_dataset(dataset)
+    print(f"tags: {', '.join(dataset.tag_names)}")
+
+
 def _report_dataset(dataset: PreparedDataset) -> None:
     clips = dataset.info["clips"]
     hours = dataset.info["total_samples"] / dataset.sample_rate / 3600
@@ -316,23 +349,22 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     overrides = file_layer.pop("overrides", {})
     if not isinstance(overrides, dict):
         raise ConfigError("overrides in the config file must be a table of tables per preset")
-    presets = [name.strip() for name in args.models.split(",") if name.strip()]
-    unknown = [name for name in presets if name not in preset_names()]
-    if unknown:
-        raise ConfigError(
-            f"unknown models {', '.join(unknown)}; known: {', '.join(preset_names())}"
-        )
+    variants = file_layer.pop("variants", {})
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ConfigError("variants in the config file must be a table of tables per name")
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    entries = resolve_entries(names, variants)
     config = make_config(
         file_layer,
         _flag_layer(args, _RECIPE_FLAGS),
         _parse_sets(args.set),
-        {"preset": presets[0], "out": args.out},
+        {"preset": entries[0][1], "out": args.out},
     )
     if not config.data:
         raise ConfigError("compare needs --data (or data in the config file)")
     with distributed.session(config.device) as env:
         _configure_logging(env.rank)
-        compare(presets, args.repeats, config, args.out, env, overrides=overrides)
+        compare(names, args.repeats, config, args.out, env, overrides=overrides, variants=variants)
 
 
 def _configure_logging(rank: int) -> None:
@@ -347,6 +379,7 @@ def _configure_logging(rank: int) -> None:
 COMMANDS = {
     "prepare-mtat": _cmd_prepare_mtat,
     "prepare-manifest": _cmd_prepare_manifest,
+    "prepare-distill": _cmd_prepare_distill,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "export": _cmd_export,

@@ -4,6 +4,9 @@ Reproduces the paper's comparison (Table 1: mean of 4 runs; Table 2: seconds per
 validation PR-AUC per epoch). Every run is an ordinary run directory `<out>/<preset>/seed-<n>`:
 finished runs are reused and interrupted ones resumed, so a long comparison can be restarted.
 
+Besides presets, a comparison can hold variants: a name, the preset it builds on and the
+training settings it changes (e.g. Q2L with the asymmetric loss), trained with the same seeds.
+
 Outputs in `<out>`: `results.csv` and `results.md` (mean and standard deviation of the test
 ROC-AUC and PR-AUC of each model's best-by-validation checkpoints, seconds per epoch) and
 `val_pr_auc.png`.
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from training.config import ConfigError, TrainConfig
+from model.zoo import preset_names
+from training.config import ConfigError, TrainConfig, make_config
 from training.distributed import DistEnv, barrier
 from training.run import RunDir, read_log
 from training.train import RunResult, train
@@ -155,6 +159,36 @@ def plot_curves(summaries: Sequence[ModelSummary], path: Path) -> None:
     figure.savefig(path)
 
 
+def resolve_entries(
+    names: Sequence[str], variants: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, preset, training-setting changes) for each compared model.
+
+    Raises:
+        ConfigError: a name that is neither a preset nor a variant, or a malformed variant.
+    """
+    variants = variants or {}
+    entries = []
+    for name in names:
+        if name in variants:
+            spec = dict(variants[name])
+            preset = spec.pop("preset", None)
+            if preset not in preset_names():
+                raise ConfigError(
+                    f"variant {name!r} needs preset = one of {', '.join(preset_names())}"
+                )
+            for field in ("preset", "out", "seed"):
+                if field in spec:
+                    raise ConfigError(f"variant {name!r} cannot set {field}")
+            entries.append((name, str(preset), spec))
+        elif name in preset_names():
+            entries.append((name, name, {}))
+        else:
+            known = [*preset_names(), *variants]
+            raise ConfigError(f"unknown models {name}; known: {', '.join(known)}")
+    return entries
+
+
 def compare(
     presets: Sequence[str],
     repeats: int,
@@ -163,44 +197,52 @@ def compare(
     env: DistEnv,
     *,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ModelSummary]:
-    """Train `repeats` seeds of every preset with `base`'s recipe, then write the results.
+    """Train `repeats` seeds of every model with `base`'s recipe, then write the results.
 
     Args:
+        presets: Names of presets or of `variants` to compare.
         base: The recipe; its `preset`, `out`, `seed` offset and `model` are set per run
             (seeds are `base.seed`, `base.seed + 1`, ...).
-        overrides: Model-config overrides per preset (e.g. narrower models for a quick test).
+        overrides: Model-config overrides per preset (e.g. narrower models for a quick test);
+            they apply to the variants built on that preset as well.
+        variants: Per variant name, `preset` and the training settings it changes (its
+            `model` table is applied after the preset's overrides).
     """
     if repeats <= 0:
         raise ConfigError(f"repeats must be positive, got {repeats}")
     out = Path(out)
     overrides = overrides or {}
-    unknown = sorted(set(overrides) - set(presets))
+    entries = resolve_entries(presets, variants)
+    unknown = sorted(set(overrides) - {preset for _, preset, _ in entries})
     if unknown:
         raise ConfigError(f"overrides for models not being compared: {', '.join(unknown)}")
     summaries = []
-    for preset in presets:
+    for name, preset, changes in entries:
         run_dirs = []
+        model = {**overrides.get(preset, {}), **changes.pop("model", {})}
+        recipe = make_config(base.to_dict(), changes) if changes else base
         for repeat in range(repeats):
             seed = base.seed + repeat
             config = dataclasses.replace(
-                base,
+                recipe,
                 preset=preset,
                 seed=seed,
-                out=str(out / preset / f"seed-{seed}"),
-                model=dict(overrides.get(preset, {})),
+                out=str(out / name / f"seed-{seed}"),
+                model=model,
                 stop_after_epoch=None,
             )
             run = RunDir(config.out)
             if run.metrics.is_file():
-                log.info("%s seed %d: finished earlier, reusing %s", preset, seed, run.root)
+                log.info("%s seed %d: finished earlier, reusing %s", name, seed, run.root)
             else:
                 result: RunResult = train(config, env, resume=run.last.is_file())
                 if not result.completed:  # pragma: no cover - stop_after_epoch is cleared above
                     raise RuntimeError(f"{run.root} did not complete")
             run_dirs.append(run.root)
         barrier(env)
-        summaries.append(summarize(preset, run_dirs))
+        summaries.append(summarize(name, run_dirs))
     if env.is_main:
         reference = "rescnn" if "rescnn" in presets else None
         (out / "results.md").write_text(results_markdown(summaries, reference))

@@ -77,3 +77,62 @@ def test_compare_two_models_two_seeds(small_prepared: Path, tmp_path: Path) -> N
 def test_compare_rejects_unknown_models(small_prepared: Path, tmp_path: Path) -> None:
     args = ["compare", "--models", "q2l-base,resnet", "--data", str(small_prepared)]
     assert main([*args, "--out", str(tmp_path / "c")]) == 2
+
+
+def test_compare_a_variant_with_changed_training_settings(
+    small_prepared: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "compare.json"
+    config.write_text(
+        json.dumps(
+            {
+                "epochs": 1,
+                "batch_size": 4,
+                "num_workers": 0,
+                "eval_crops": 1,
+                "export": False,
+                "overrides": {name: TINY_MODELS[name] for name in ("q2l-small", "rescnn")},
+                "variants": {
+                    "q2l-asl": {"preset": "q2l-small", "loss": "asl", "asl_gamma_neg": 3.0}
+                },
+            }
+        )
+    )
+    out = tmp_path / "compare"
+    args = ["compare", "--models", "rescnn,q2l-asl", "--repeats", "1"]
+    args += ["--data", str(small_prepared), "--config", str(config), "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+
+    saved = json.loads((out / "q2l-asl" / "seed-0" / "config.json").read_text())
+    assert saved["architecture"] == "q2l"
+    assert saved["train"]["loss"] == "asl"
+    assert saved["train"]["asl_gamma_neg"] == 3.0
+    assert saved["model_config"]["d_model"] == TINY_MODELS["q2l-small"]["d_model"]
+    assert (
+        json.loads((out / "rescnn" / "seed-0" / "config.json").read_text())["train"]["loss"]
+        == "bce"
+    )
+    rows = (out / "results.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["rescnn", "q2l-asl"]
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ('preset = "resnet"', "needs preset"),
+        ('preset = "rescnn"\nseed = 3', "cannot set seed"),
+        ('preset = "rescnn"\nloss = "focal"', "loss must be one of"),
+    ],
+)
+def test_compare_rejects_bad_variants(
+    small_prepared: Path,
+    tmp_path: Path,
+    variant: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "compare.toml"
+    config.write_text(f"[variants.v]\n{variant}\n")
+    args = ["compare", "--models", "v", "--data", str(small_prepared), "--config", str(config)]
+    assert main([*args, "--out", str(tmp_path / "c")]) == 2
+    assert message in capsys.readouterr().err
