@@ -7,7 +7,17 @@ with libsndfile, so a file PyAV refuses gets a second chance with soundfile befo
 undecodable.
 
 Duration limits count decoded samples as they arrive, whatever the header claims, so a file that
-claims hours (or lies about being short) stops costing memory at the limit.
+claims hours (or lies about being short) stops costing memory at the limit. Decoding work is
+bounded too: resampling costs in proportion to the *input* samples, so a file may hold at most
+as many (channels x native rate x seconds) as `max_seconds` of 192 kHz stereo. Without that, a
+FLAC of 8-channel 192 kHz silence (hours in under a megabyte) cost 24 times an ordinary file's
+decoding before reaching the duration limit.
+
+Damaged files are decoded as far as they can be: a packet the codec rejects is skipped (as the
+`ffmpeg` command does), so a truncated download still yields its intact part, and a file is
+refused only when more than a quarter of its packets are corrupt. Samples are clipped at
++/-100 (40 dB over full scale): no recording comes near it, and the absurd values of damaged or
+hostile float files would otherwise overflow the model's power spectrum into NaN.
 
 This module is plain Python (no FastAPI), so training and the command-line tagger use it too.
 """
@@ -50,7 +60,8 @@ class DecodedAudio:
     """A mono waveform and how it was obtained.
 
     Attributes:
-        samples: (T,) float32 in roughly [-1, 1], non-finite values replaced by 0.
+        samples: (T,) float32 in roughly [-1, 1], non-finite values replaced by 0, clipped
+            at +/-`CLIP`.
         sample_rate: Hz of `samples`.
         decoder: "pyav" or "soundfile".
         container: The container format the decoder recognised (e.g. "mp3", "ogg").
@@ -72,20 +83,41 @@ def _open_input(source: AudioSource) -> BinaryIO | str:
     return str(Path(source))
 
 
+# Input samples (all channels) one second of the densest ordinary audio holds: 192 kHz stereo.
+DENSEST_INPUT_PER_SECOND = 192_000 * 2
+# More corrupt packets than this share of all packets makes a file undecodable.
+MAX_CORRUPT_SHARE = 0.25
+# Beyond full scale by 40 dB; see the module docstring.
+CLIP = 100.0
+
+
 class _SampleBuffer:
-    """Collects decoded chunks and enforces the sample limit while decoding."""
+    """Collects decoded chunks and enforces the sample and decoding-work limits."""
 
     def __init__(self, max_samples: int | None, max_seconds: float | None) -> None:
         self.chunks: list[np.ndarray] = []
         self.count = 0
+        self.input_count = 0
         self.max_samples = max_samples
         self.max_seconds = max_seconds
+        self.max_input = (
+            None if max_seconds is None else round(max_seconds * DENSEST_INPUT_PER_SECOND)
+        )
+
+    def _too_long(self) -> AudioTooLongError:
+        assert self.max_seconds is not None
+        return AudioTooLongError(self.max_seconds)
+
+    def add_input(self, samples: int) -> None:
+        """Count `samples` decoded input samples (all channels) before they are resampled."""
+        self.input_count += samples
+        if self.max_input is not None and self.input_count > self.max_input:
+            raise self._too_long()
 
     def add(self, chunk: np.ndarray) -> None:
         self.count += len(chunk)
         if self.max_samples is not None and self.count > self.max_samples:
-            assert self.max_seconds is not None
-            raise AudioTooLongError(self.max_seconds)
+            raise self._too_long()
         self.chunks.append(chunk.astype(np.float32, copy=False))
 
     def result(self) -> np.ndarray:
@@ -100,6 +132,43 @@ def _downmix(frame: av.AudioFrame) -> np.ndarray:
     return frame.to_ndarray().reshape(-1, channels).mean(axis=1)
 
 
+class _Resampler:
+    """Resamples decoded frames to packed float mono-to-be at the target rate.
+
+    Keeps the channels and averages them itself: FFmpeg's mono downmix applies a pan law (-3 dB
+    per channel), while soundfile and librosa (musicnn's pipeline) take the mean. Packed samples
+    on purpose: PyAV 18's to_ndarray() segfaults on 8-channel planar frames. One-second output
+    frames: per-frame overhead dominated with codec-sized frames (1,152 samples for mp3); this
+    nearly halves the decode time of a 30 s mp3. A stream whose rate, layout or sample format
+    changes midway (concatenated mp3s, damaged frame headers) gets a fresh resampler: PyAV's
+    refuses frames unlike its first.
+    """
+
+    def __init__(self, sample_rate: int, buffer: _SampleBuffer) -> None:
+        self.sample_rate = sample_rate
+        self.buffer = buffer
+        self._resampler: av.AudioResampler | None = None
+        self._source: tuple[str, str, int] | None = None
+
+    def add(self, frame: av.AudioFrame) -> None:
+        self.buffer.add_input(frame.samples * len(frame.layout.channels))
+        source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if source != self._source:
+            self.flush()
+            self._resampler = av.AudioResampler(
+                format="flt", rate=self.sample_rate, frame_size=self.sample_rate
+            )
+            self._source = source
+        assert self._resampler is not None
+        for out in self._resampler.resample(frame):
+            self.buffer.add(_downmix(out))
+
+    def flush(self) -> None:
+        if self._resampler is not None:
+            for out in self._resampler.resample(None):
+                self.buffer.add(_downmix(out))
+
+
 def _decode_pyav(
     source: AudioSource, sample_rate: int, buffer: _SampleBuffer
 ) -> tuple[np.ndarray, str]:
@@ -107,17 +176,25 @@ def _decode_pyav(
         if not container.streams.audio:
             raise AudioDecodeError("the file contains no audio stream")
         stream = container.streams.audio[0]
-        # Keep the channels and average them ourselves: FFmpeg's mono downmix applies a pan
-        # law (-3 dB per channel), while soundfile and librosa (musicnn's pipeline) take the mean.
-        # Packed samples on purpose: PyAV 18's to_ndarray() segfaults on 8-channel planar frames.
-        # One-second output frames: per-frame overhead dominated with codec-sized frames
-        # (1,152 samples for mp3); this nearly halves the decode time of a 30 s mp3.
-        resampler = av.AudioResampler(format="flt", rate=sample_rate, frame_size=sample_rate)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                buffer.add(_downmix(out))
-        for out in resampler.resample(None):
-            buffer.add(_downmix(out))
+        resampler = _Resampler(sample_rate, buffer)
+        packets = corrupt = 0
+        try:
+            for packet in container.demux(stream):
+                packets += 1
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    corrupt += 1
+                    continue
+                for frame in frames:
+                    resampler.add(frame)
+        except av.error.FFmpegError:
+            if not buffer.input_count:
+                raise
+            corrupt += 1  # the container broke off (a truncated file): keep what came before
+        if corrupt > MAX_CORRUPT_SHARE * packets:
+            raise AudioDecodeError(f"{corrupt} of {packets} packets are corrupt")
+        resampler.flush()
         return buffer.result(), str(container.format.name)
 
 
@@ -131,6 +208,7 @@ def _decode_soundfile(
         ratio = sample_rate / native_rate
         native: list[np.ndarray] = []
         for block in handle.blocks(blocksize=native_rate * 10, dtype="float32", always_2d=True):
+            buffer.add_input(block.size)
             mono = block.mean(axis=1)
             # Count in output samples so the limit means the same for both decoders.
             buffer.count += round(len(mono) * ratio)
@@ -186,6 +264,7 @@ def decode_audio(
     if samples.size == 0:
         raise EmptyAudioError("the file contains no audio samples")
     samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    np.clip(samples, -CLIP, CLIP, out=samples)
     return DecodedAudio(
         samples=samples, sample_rate=sample_rate, decoder=decoder, container=container
     )
