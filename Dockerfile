@@ -22,14 +22,18 @@ COPY model ./model
 COPY app ./app
 COPY training ./training
 
-# cu130: the pyproject pins as they are (torch 2.14.1 from PyPI, CUDA 13.0, NVIDIA driver >= 580).
-# cu128, cu126, cpu: the same torch and torchaudio versions from PyTorch's own index, built for
-# CUDA 12.8 / 12.6 (older drivers and GPUs) or for CPU only (a much smaller image). Every other
-# dependency and every version still comes from pyproject.toml.
+# cu130: the pyproject pins as they are (torch 2.14.1 from PyPI, CUDA 13.0: NVIDIA driver >= 580,
+# Turing to Blackwell GPUs). cu126 and cpu: the same torch and torchaudio versions from PyTorch's
+# own index, built for CUDA 12.6 (drivers from 525, Maxwell to Hopper GPUs) or for CPU only (a
+# much smaller image). Every other dependency and every version still comes from pyproject.toml.
 ARG TORCH_FLAVOUR=cu130
 # The cacert secret is the CA bundle of a TLS-intercepting proxy, when the build runs behind one.
 RUN --mount=type=secret,id=cacert,required=false \
     set -eu; \
+    case "$TORCH_FLAVOUR" in \
+      cu130|cu126|cpu) ;; \
+      *) echo "TORCH_FLAVOUR must be cu130, cu126 or cpu, not '$TORCH_FLAVOUR'" >&2; exit 1 ;; \
+    esac; \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi; \
     python3 -m venv /venv; \
     if [ "$TORCH_FLAVOUR" != "cu130" ]; then \
