@@ -190,6 +190,10 @@ class Runtime:
         # Freezing turns weights into constants, so inductor folds the batch norms into the
         # convolutions and prepacks the weights for oneDNN. CUDA graphs replay the whole forward
         # with one launch; every shape is fixed, which is what they need.
+        # Each runtime adds one graph per shape to the cache of the same function; past the
+        # recompile limit dynamo would quietly run it eagerly instead.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 64)
         options: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": True}
         if self.device.type == "cuda":
             options["triton.cudagraphs"] = True
