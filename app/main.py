@@ -22,6 +22,7 @@ from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.page import router as page_router
 from app.problems import install_problem_handlers
+from app.ratelimit import RateLimitMiddleware
 from app.routes import URL_REQUEST_MAX_BYTES, router
 from app.service import InferWrapper, TaggingService
 from app.settings import Settings
@@ -73,6 +74,10 @@ def create_app(
         )
         service.start()
         app.state.service = service
+        # Unready while draining for shutdown too (see app/server.py), not only while warming up.
+        metrics.ready.set_function(
+            lambda: float(service.batcher.ready and not getattr(app.state, "draining", False))
+        )
         try:
             yield
         finally:
@@ -88,6 +93,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.draining = False
     install_problem_handlers(app)
     app.add_exception_handler(ClientDisconnectedError, _client_gone)
     # Added last = outermost: the request context wraps everything, including the body limit.
@@ -99,7 +105,11 @@ def create_app(
         upload_limit_text=f"{settings.max_upload_bytes / 1e6:g} MB",
         default_limit=URL_REQUEST_MAX_BYTES,
     )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(router)
     app.include_router(page_router)
+    if settings.rate_limit:
+        # Inside the request context (429s are logged and counted), outside the body limit
+        # (a limited client's body is never read).
+        app.add_middleware(RateLimitMiddleware, rate_limit=settings.rate_limit)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

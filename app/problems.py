@@ -50,6 +50,7 @@ UNSUPPORTED_MEDIA = ProblemKind(
 )
 UNDECODABLE = ProblemKind("undecodable-audio", 422, "Audio could not be decoded", "bad_input")
 EMPTY_AUDIO = ProblemKind("empty-audio", 422, "No audio in the file", "bad_input")
+RATE_LIMITED = ProblemKind("rate-limited", 429, "Too many requests", "rate_limited")
 INFERENCE_FAILED = ProblemKind("inference-failed", 500, "Inference failed", "inference_error")
 INTERNAL = ProblemKind("internal-error", 500, "Internal server error", "internal")
 FETCH_FAILED = ProblemKind("fetch-failed", 502, "Could not fetch the URL", "fetch_error")
@@ -69,6 +70,7 @@ ALL_KINDS: tuple[ProblemKind, ...] = (
     UNSUPPORTED_MEDIA,
     UNDECODABLE,
     EMPTY_AUDIO,
+    RATE_LIMITED,
     INFERENCE_FAILED,
     INTERNAL,
     FETCH_FAILED,

@@ -32,6 +32,7 @@ _PROBLEM_DESCRIPTIONS = {
     413: "Upload, remote file or audio duration over the limit.",
     415: "Not audio in a supported format.",
     422: "Audio that cannot be decoded, or no audio at all.",
+    429: "This client's rate limit is used up (only with TAGGER_RATE_LIMIT); see Retry-After.",
     500: "The model failed on a batch holding this request.",
     502: "The URL could not be fetched.",
     503: "Queue full or not ready; see Retry-After.",
@@ -69,7 +70,7 @@ Service = Annotated[TaggingService, Depends(get_service)]
     "/tag",
     summary="Tag an uploaded audio file",
     response_model=TagResponse,
-    responses=_problems(400, 413, 415, 422, 500, 503, 504),
+    responses=_problems(400, 413, 415, 422, 429, 500, 503, 504),
 )
 async def tag_upload(
     request: Request,
@@ -95,7 +96,7 @@ async def tag_upload(
     "/tag/url",
     summary="Tag the audio file at a URL",
     response_model=TagResponse,
-    responses=_problems(400, 413, 415, 422, 500, 502, 503, 504),
+    responses=_problems(400, 413, 415, 422, 429, 500, 502, 503, 504),
 )
 async def tag_url(request: Request, service: Service, body: TagURLRequest) -> TagResponse:
     started = time.monotonic()
@@ -124,10 +125,11 @@ async def healthz() -> Health:
     response_model=Readiness,
     responses=_problems(503),
 )
-async def readyz(service: Service) -> Readiness:
+async def readyz(request: Request, service: Service) -> Readiness:
     batcher = service.batcher
-    if not batcher.ready:
-        if batcher.stopping:
+    draining = getattr(request.app.state, "draining", False)
+    if draining or not batcher.ready:
+        if draining or batcher.stopping:
             detail = "shutting down"
         elif batcher.warmup_error:
             detail = f"warm-up failed ({batcher.warmup_error}); see the server log"

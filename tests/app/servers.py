@@ -31,9 +31,15 @@ _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
 class ServiceProcess:
-    """The real service in its own process, reachable at `self.url`."""
+    """The real service in its own process, reachable at `self.url`.
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    Args:
+        settings: `TAGGER_*` settings, by field name.
+        command: What to run instead of `python -m app.cli serve` (it must accept --host and
+            --port), e.g. a launcher that injects faults.
+    """
+
+    def __init__(self, settings: dict[str, Any], *, command: list[str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         # Compiling every batch shape takes a minute; servers compile only when a test asks.
         for name, value in {"compile": "off", **settings}.items():
@@ -42,7 +48,11 @@ class ServiceProcess:
             )
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+            [
+                sys.executable,
+                *(command or ["-m", "app.cli", "serve"]),
+                *("--host", "127.0.0.1", "--port", "0"),
+            ],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,100 @@
+"""Run the real service (same app, same uvicorn runner as `tagger serve`) with test hooks.
+
+    python -m tests.hardening.launch --host 127.0.0.1 --port 0 \\
+        --resolve music.example=127.0.0.2 --fail-silent-batches --crash-decoder-on MARKER
+
+Settings come from `TAGGER_*` variables as for `tagger serve`. The hooks are the ones
+`create_app` offers to tests, plus one for the decoder:
+
+- `--resolve NAME=ADDRESS[,ADDRESS]`: the URL fetcher resolves NAME to these addresses; other
+  names go to the system resolver. Lets a test point a harmless-looking name at a private
+  address without touching DNS.
+- `--fail-silent-batches`: the model call raises for any batch holding a window of exact
+  digital silence (nothing a client sends makes the real model raise).
+- `--crash-decoder-on MARKER`: decoding raises RuntimeError for any upload containing MARKER,
+  standing in for a decoder library that trips over a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+import app.service as service_module
+from app.batcher import InferFn
+from app.decoding import decode_audio
+from app.fetch import IPAddress, Resolver, system_resolver
+from app.logs import configure_logging
+from app.main import create_app
+from app.server import run_server
+from app.settings import Settings
+
+
+def mapped_resolver(names: dict[str, list[IPAddress]]) -> Resolver:
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        if host.lower() in names:
+            return names[host.lower()]
+        return await system_resolver(host, port)
+
+    return resolve
+
+
+def fail_silent_batches(infer: InferFn) -> InferFn:
+    def call(windows: Tensor) -> Tensor:
+        if bool((windows.abs().amax(dim=1) == 0).any()):
+            raise RuntimeError("injected model fault: a window of silence")
+        return infer(windows)
+
+    return call
+
+
+def crash_decoder_on(marker: bytes) -> None:
+    def decode(source: Any, **kwargs: Any) -> Any:
+        if isinstance(source, bytes) and marker in source:
+            raise RuntimeError("injected decoder crash")
+        return decode_audio(source, **kwargs)
+
+    # The service calls decode_audio through its module's namespace.
+    service_module.decode_audio = decode  # type: ignore[attr-defined]
+
+
+def _parse_resolve(values: Sequence[str]) -> dict[str, list[IPAddress]]:
+    names: dict[str, list[IPAddress]] = {}
+    for value in values:
+        name, _, addresses = value.partition("=")
+        names[name.lower()] = [ipaddress.ip_address(a) for a in addresses.split(",")]
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--resolve", action="append", default=[], metavar="NAME=ADDRESS")
+    parser.add_argument("--fail-silent-batches", action="store_true")
+    parser.add_argument("--crash-decoder-on", metavar="MARKER")
+    args = parser.parse_args(argv)
+
+    settings = Settings(host=args.host, port=args.port)
+    if args.crash_decoder_on:
+        crash_decoder_on(args.crash_decoder_on.encode())
+    configure_logging(settings.log_level)
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+    app = create_app(
+        settings,
+        wrap_infer=fail_silent_batches if args.fail_silent_batches else None,
+        resolver=mapped_resolver(_parse_resolve(args.resolve)) if args.resolve else None,
+    )
+    return run_server(app, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
