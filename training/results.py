@@ -139,8 +139,9 @@ def collect(runs: Path, schedule: str, dest: Path) -> list[Path]:
             info = json.loads(dataset.read_text())
             keep = ("sample_rate", "tags", "clips", "total_samples", "source")
             described = {k: info[k] for k in keep}
-            index = Path(info["source"].get("cache", "")) / "index.jsonl"
-            if index.is_file():  # how much the subsets were drawn from
+            cache = info["source"].get("cache")
+            index = Path(cache) / "index.jsonl" if cache else None
+            if index is not None and index.is_file():  # what the subsets were drawn from
                 totals: dict[str, int] = {}
                 for line in index.read_text().splitlines():
                     row = json.loads(line)
