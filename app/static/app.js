@@ -51,6 +51,7 @@
   let shown = null; // {response, rows} of the result on screen
   let heat = null; // {base, plotX, plotW, plotH, width, height, duration} of the drawn map
   let frame = 0;
+  let repeat = null; // sends the last file or URL again, when the number of tags changes
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -192,6 +193,7 @@
 
   function tagFile(file) {
     if (!file) return;
+    repeat = () => tagFile(file);
     if (objectUrl) URL.revokeObjectURL(objectUrl);
     objectUrl = URL.createObjectURL(file);
     const form = new FormData();
@@ -206,6 +208,7 @@
   }
 
   function tagUrl(url) {
+    repeat = () => tagUrl(url);
     const body = JSON.stringify({ url, top_k: topK(), segments: true });
     return run(
       nameOfUrl(url),
@@ -522,6 +525,12 @@
       return;
     }
     tagUrl(url);
+  });
+
+  topKInput.addEventListener("change", () => {
+    // An emptied field is someone still typing, not a request for the default.
+    if (topKInput.value.trim() === "" || !Number.isInteger(Number(topKInput.value))) return;
+    if (repeat && main.dataset.state === "done") repeat();
   });
 
   player.addEventListener("play", animate);

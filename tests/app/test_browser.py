@@ -185,6 +185,12 @@ def test_upload_draws_bars_and_heat_map(
 
     full_page_png(browser, tmp_path / "page.png")
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+    # Another number of tags tags the same file again.
+    top_k = browser.find_element(By.ID, "top-k")
+    top_k.send_keys(Keys.CONTROL + "a" + Keys.NULL + "5" + Keys.TAB)  # select all, type 5
+    wait_for(browser, lambda c: state(c) == "done" and len(bar_tags(c)) == 5)
+    assert browser.execute_script(HEATMAP_PIXELS)["rows"] == 5
     # The page and its assets load without a single unmatched request (favicon and the like).
     not_found_after = server.metric(
         "tagger_requests_total", 'endpoint="unmatched",outcome="not_found"'
