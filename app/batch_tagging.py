@@ -15,6 +15,7 @@ put behind it without touching the pipeline.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,23 +75,27 @@ class FileList:
     Attributes:
         files: Files to tag, each once, in command-line order; folders contribute their audio
             files sorted by path.
-        missing: Command-line paths that do not exist (they count as failed files).
+        unusable: (path, reason) of command-line paths that do not exist or cannot be listed;
+            they count as failed files.
         ignored: Files inside folders that are not audio by name, or hidden.
+        subfolders_not_searched: Subfolders of the given folders left out without `recursive`.
     """
 
     files: list[str]
-    missing: list[str]
+    unusable: list[tuple[str, str]]
     ignored: int
+    subfolders_not_searched: int
 
 
-def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
-    if not recursive:
-        yield from (entry for entry in sorted(folder.iterdir()) if not entry.is_dir())
-        return
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in place: prunes the walk
-        for name in sorted(names):
-            yield Path(root) / name
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file below `folder`, hidden folders left out."""
+
+    def fail(error: OSError) -> None:
+        raise error
+
+    for root, dirs, names in os.walk(folder, onerror=fail):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # in place: prunes the walk
+        yield from (Path(root) / name for name in names)
 
 
 def collect_files(paths: Iterable[str | Path], *, recursive: bool) -> FileList:
@@ -103,8 +108,9 @@ def collect_files(paths: Iterable[str | Path], *, recursive: bool) -> FileList:
     """
     files: list[str] = []
     seen: set[Path] = set()
-    missing: list[str] = []
+    unusable: list[tuple[str, str]] = []
     ignored = 0
+    subfolders = 0
 
     def add(path: Path) -> None:
         key = path.resolve()
@@ -114,17 +120,25 @@ def collect_files(paths: Iterable[str | Path], *, recursive: bool) -> FileList:
 
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for entry in _walk(path, recursive):
-                if entry.name.startswith(".") or entry.suffix.lower() not in AUDIO_SUFFIXES:
-                    ignored += 1
-                else:
-                    add(entry)
-        elif path.exists():
+        if not path.exists():
+            unusable.append((str(raw), "no such file or folder"))
+            continue
+        if not path.is_dir():
             add(path)
-        else:
-            missing.append(str(raw))
-    return FileList(files=files, missing=missing, ignored=ignored)
+            continue
+        try:
+            found = sorted(_walk(path)) if recursive else sorted(path.iterdir())
+        except OSError as error:
+            unusable.append((str(raw), f"cannot list the folder: {error.strerror or error}"))
+            continue
+        for entry in found:
+            if entry.is_dir():
+                subfolders += 1
+            elif entry.name.startswith(".") or entry.suffix.lower() not in AUDIO_SUFFIXES:
+                ignored += 1
+            else:
+                add(entry)
+    return FileList(files, unusable, ignored, subfolders)
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -215,6 +229,10 @@ class BatchTagger:
         self.batch_windows = batch_windows
         self.decode_workers = decode_workers
         self.max_seconds = max_seconds
+        # Where the model thread's time went, for tuning --decode-workers and --batch-windows.
+        self.compute_seconds = 0.0
+        self.decode_wait_seconds = 0.0
+        self.batches = 0
 
     def _decode(self, index: int, path: str) -> _Decoded | FileResult:
         try:
@@ -277,7 +295,9 @@ class BatchTagger:
                 while queued < self.batch_windows and submitted:
                     index, future = submitted.popleft()
                     top_up()  # keep the decoders busy while this thread waits and computes
+                    waiting = time.perf_counter()
                     outcome = future.result()
+                    self.decode_wait_seconds += time.perf_counter() - waiting
                     if isinstance(outcome, FileResult):
                         finished[index] = outcome
                     else:
@@ -322,6 +342,7 @@ class BatchTagger:
         batch: Tensor,
         finished: dict[int, FileResult],
     ) -> None:
+        started = time.perf_counter()
         try:
             probabilities = self.infer(batch)
         except Exception as error:  # every file with windows in this batch fails, the run goes on
@@ -334,6 +355,9 @@ class BatchTagger:
                     job.scores = torch.empty(job.windows.shape[0], probabilities.shape[1])
                 job.scores[start : start + count] = probabilities[offset : offset + count]
                 offset += count
+        finally:
+            self.compute_seconds += time.perf_counter() - started
+            self.batches += 1
         for job, _, count in parts:
             job.scored += count
             if job.scored == job.windows.shape[0]:

@@ -19,7 +19,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from app.batch_tagging import BatchTagger, FileResult, collect_files, model_infer, resolve_device
+from app.batch_tagging import (
+    BatchTagger,
+    FileList,
+    FileResult,
+    collect_files,
+    model_infer,
+    resolve_device,
+)
 from app.tag_output import (
     RESUMABLE,
     CsvWriter,
@@ -110,7 +117,9 @@ def _writer(
     return CsvWriter(describer, output, append=append)
 
 
-def _summary(tally: _Tally, skipped: int, ignored: int, interrupted: bool) -> None:
+def _summary(
+    tally: _Tally, tagger: BatchTagger, skipped: int, listing: FileList, interrupted: bool
+) -> None:
     wall = time.monotonic() - tally.started
     for path, error in tally.failed[:20]:
         print(f"tagger: failed: {path}: {error}", file=sys.stderr)
@@ -119,8 +128,10 @@ def _summary(tally: _Tally, skipped: int, ignored: int, interrupted: bool) -> No
     counts = f"files: {tally.ok} tagged, {len(tally.failed)} failed, {skipped} skipped"
     if skipped:
         counts += " (already in the output)"
-    if ignored:
-        counts += f"; {ignored} non-audio or hidden files in folders ignored"
+    if listing.ignored:
+        counts += f"; {listing.ignored} non-audio or hidden files in folders ignored"
+    if listing.subfolders_not_searched:
+        counts += f"; {listing.subfolders_not_searched} subfolders not searched (--recursive does)"
     speed = tally.audio_seconds / wall if wall > 0 else 0.0
     print(
         f"tagger: {'interrupted: ' if interrupted else ''}{counts}\n"
@@ -128,6 +139,13 @@ def _summary(tally: _Tally, skipped: int, ignored: int, interrupted: bool) -> No
         f"= {speed:.1f} audio hours per hour",
         file=sys.stderr,
     )
+    if tagger.batches and wall > 0:
+        print(
+            f"tagger: model {tagger.compute_seconds / wall:.0%} of the wall time "
+            f"({tagger.batches} batches), waiting for decoding "
+            f"{tagger.decode_wait_seconds / wall:.0%}",
+            file=sys.stderr,
+        )
 
 
 def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device] | str:
@@ -201,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
     )
     try:
-        writer = _writer(args, describer, listing.missing + todo, previous)
+        writer = _writer(args, describer, [p for p, _ in listing.unusable] + todo, previous)
     except OSError as error:
         _say(f"cannot write {args.output}: {error.strerror or error}")
         return EXIT_CANNOT_START
@@ -212,15 +230,15 @@ def _run(args: argparse.Namespace) -> int:
     )
     interrupted = False
     bar = tqdm(
-        total=len(listing.missing) + len(todo),
+        total=len(listing.unusable) + len(todo),
         unit="file",
         file=sys.stderr,
         disable=None if args.progress is None else not args.progress,
         dynamic_ncols=True,
     )
     try:
-        missing = [FileResult(path=p, error="no such file or folder") for p in listing.missing]
-        for result in itertools.chain(missing, tagger.tag(todo)):
+        unusable = [FileResult(path=path, error=why) for path, why in listing.unusable]
+        for result in itertools.chain(unusable, tagger.tag(todo)):
             writer.write(result)
             tally.add(result)
             if not result.ok:
@@ -232,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         writer.close()
-    _summary(tally, skipped, listing.ignored, interrupted)
+    _summary(tally, tagger, skipped, listing, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED_FILES if tally.failed else EXIT_OK

@@ -134,13 +134,15 @@ def default_model() -> Checkpoint:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    """Three real clips (one in a subfolder), a corrupt mp3 and a text file."""
+    """Three real clips (one in a subfolder), a corrupt mp3, a text file and a hidden file."""
     for name, (fmt, seconds) in CLIPS.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(encode(fmt, seconds))
     # Starts like an MP3 (an ID3 tag), so it reaches the decoders, which cannot make sense of it.
     (tmp_path / "broken.mp3").write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(4000))
     (tmp_path / "notes.txt").write_text("not audio\n")
+    # What macOS leaves next to songs on shared drives: hidden, and not audio.
+    (tmp_path / "._a.mp3").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
     return tmp_path
 
 
@@ -215,7 +217,7 @@ def test_tag_writes_json_and_skips_a_corrupt_file(
     assert "tags" not in records["broken.mp3"]
     assert "skipped broken.mp3: could not decode the audio" in run.err
     assert "files: 3 tagged, 1 failed, 0 skipped" in run.err
-    assert "1 non-audio or hidden files in folders ignored" in run.err  # notes.txt
+    assert "2 non-audio or hidden files in folders ignored" in run.err  # notes.txt, ._a.mp3
 
 
 def test_tag_writes_csv_of_a_folder_without_its_subfolders(
@@ -237,6 +239,7 @@ def test_tag_writes_csv_of_a_folder_without_its_subfolders(
         assert torch.allclose(scores, track, atol=TOLERANCE)
     assert by_file["broken.mp3"]["error"].startswith("could not decode the audio")
     assert by_file["broken.mp3"]["guitar"] == ""
+    assert "1 subfolders not searched (--recursive does)" in run.err
 
 
 def test_tag_jsonl_with_segments_and_a_missing_file(
