@@ -56,9 +56,10 @@ def main() -> int:
             chrome.get(service.url + "/")
             wait = WebDriverWait(chrome, 120, poll_frequency=0.1)
             wait.until(lambda c: c.find_element(By.ID, "model").text.startswith("Model "))
-            top_k = chrome.find_element(By.ID, "top-k")
-            top_k.clear()
-            top_k.send_keys(str(args.top_k))
+            # Set without input events: a changed number re-tags the last file.
+            chrome.execute_script(
+                "document.getElementById('top-k').value = arguments[0]", str(args.top_k)
+            )
             chrome.find_element(By.ID, "file-input").send_keys(str(args.track.resolve()))
             state = "return document.getElementById('main').dataset.state"
             wait.until(lambda c: c.execute_script(state) in {"done", "error"})
