@@ -58,9 +58,9 @@ def _add_tag_parser(commands: Any) -> None:
     tag = commands.add_parser(
         "tag",
         help="tag local audio files and folders",
-        description="Tag audio files and folders with the same model code as the service. "
-        "Windows of several files share each batch, decoding runs ahead in threads, and a file "
-        "that cannot be decoded is reported and skipped.",
+        description="Tag audio files and folders with the same model code as the service.\n"
+        "Windows of several files share each batch, decoding runs ahead in threads, and a\n"
+        "file that cannot be decoded is reported and skipped.",
         epilog=TAG_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -73,35 +73,52 @@ def _add_tag_parser(commands: Any) -> None:
         help="output format (default: table)",
     )  # fmt: skip
     tag.add_argument(
-        "-o", "--output", type=Path, help="write results to FILE instead of standard output"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write results to FILE instead of standard output",
     )
     tag.add_argument(
         "--resume", action="store_true",
         help="skip files already tagged in --output and add the rest (json, jsonl, csv)",
     )  # fmt: skip
     tag.add_argument(
-        "-k", "--top-k", type=int, help="tags per file, best first (default: 5 in a table, else 10)"
+        "-k",
+        "--top-k",
+        type=int,
+        metavar="N",
+        help="tags per file, best first (default: 5 in a table, else 10)",
     )
     tag.add_argument(
-        "--threshold", type=float,
+        "--threshold", type=float, metavar="X",
         help="one decision threshold for all tags (default: the checkpoint's per-tag ones)",
     )  # fmt: skip
     tag.add_argument("--segments", action="store_true", help="add the scores of every window")
-    tag.add_argument("--checkpoint", type=Path, help="checkpoint file (TAGGER_CHECKPOINT)")
+    tag.add_argument(
+        "--checkpoint", type=Path, metavar="FILE", help="checkpoint file (TAGGER_CHECKPOINT)"
+    )
     tag.add_argument("--device", help="auto, cpu, cuda or cuda:N (TAGGER_DEVICE, auto)")
     tag.add_argument(
-        "--batch-windows", type=int, default=8, help="windows per forward pass (default: 8)"
+        "--batch-windows",
+        type=int,
+        default=8,
+        metavar="N",
+        help="windows per forward pass (default: 8)",
     )
     tag.add_argument(
-        "--threads", type=int,
+        "--threads", type=int, metavar="N",
         help="torch threads for the model (TAGGER_TORCH_THREADS; default: cores - decode threads)",
     )  # fmt: skip
     tag.add_argument(
-        "--decode-workers", type=int,
+        "--decode-workers", type=int, metavar="N",
         help="threads decoding ahead of the model (default: 1, or 2 with more than 4 cores)",
     )  # fmt: skip
     tag.add_argument(
-        "--max-seconds", type=float, help="fail files longer than this (default: no limit)"
+        "--max-seconds",
+        type=float,
+        metavar="S",
+        help="fail files longer than this (default: no limit)",
     )
     progress = tag.add_mutually_exclusive_group()
     progress.add_argument(
