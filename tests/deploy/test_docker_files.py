@@ -194,3 +194,26 @@ def test_prometheus_scrapes_the_compose_service() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "deploy" / "grafana").rglob("*.yml")))
 def test_grafana_provisioning_files_parse(path: Path) -> None:
     assert yaml.safe_load(path.read_text())["apiVersion"] == 1
+
+
+def test_grafana_finds_its_data_source_and_dashboard() -> None:
+    grafana = _compose_config(COMPOSE)["services"]["grafana"]
+    mounts = {}
+    for volume in grafana["volumes"]:
+        source, target = volume.split(":")[:2]
+        mounts[target] = Path(source)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == "http://prometheus:9090"  # the compose service
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "tagger.yml").read_text())[
+        "providers"
+    ]
+    dashboards = mounts[provider["options"]["path"]]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert str(Path(home).parent) == provider["options"]["path"]
+    dashboard = json.loads((dashboards / Path(home).name).read_text())
+    used = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    used |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert used == {datasource["uid"]}

@@ -91,10 +91,9 @@ def prometheus_binary() -> Path:
 
 @pytest.fixture(scope="module")
 def tagger() -> Iterator[ServiceProcess]:
-    # A small batch keeps warm-up short; otherwise the service as deployed.
-    service = ServiceProcess(
-        {"checkpoint": str(DEFAULT_CHECKPOINT), "max_batch_windows": 4, "torch_threads": 1}
-    )
+    # A small batch and no torch.compile keep warm-up short; otherwise the service as deployed.
+    settings = {"max_batch_windows": 4, "torch_threads": 1, "compile": "off"}
+    service = ServiceProcess({"checkpoint": str(DEFAULT_CHECKPOINT), **settings})
     try:
         service.wait_ready()
         yield service
