@@ -220,6 +220,21 @@ def test_non_audio_upload_shows_the_problem_in_plain_words(
     assert wait_finished(browser) == "done"
     assert not browser.find_element(By.ID, "error").is_displayed()
 
+    # Dropped on the drop zone (a synthetic drop: WebDriver cannot drag files from the desktop).
+    browser.execute_script(
+        """
+        const data = new DataTransfer();
+        data.items.add(new File(["just text"], "dropped.ogg", {type: "audio/ogg"}));
+        const zone = document.getElementById("dropzone");
+        zone.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data, bubbles: true}));
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        """
+    )
+    wait_for(browser, lambda c: "dropped.ogg" in c.find_element(By.ID, "status").text)
+    assert wait_finished(browser) == "error"
+    assert "not audio" in error_text(browser)
+    assert "dragging" not in str(browser.find_element(By.ID, "dropzone").get_attribute("class"))
+
 
 def test_pasted_url_with_keyboard_only(
     browser: webdriver.Chrome, server: ServiceProcess, file_server: FileServer
