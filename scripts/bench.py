@@ -1,16 +1,22 @@
-"""Benchmark the tagging service end to end and print measured figures (`make bench`).
+"""Benchmark the model and the tagging service and print measured figures (`make bench`).
 
-For 30 s clips at each concurrency (default 1, 8 and 32 clients, each sending its next request
-as soon as the last one is answered) it reports requests/s, seconds of audio tagged per second
-and p50/p95/p99 latency, twice: with dynamic batching (`max_batch_windows` 64) and with batching
-off (`max_batch_windows` 1). Next to each it gives the model-only ceiling: the same model, same
-threads, forward passes of the same batch size in this process, no HTTP, no decoding.
+1. Model only, in this process: windows per second of fp32 eager execution and of the fast path
+   (`model.runtime.Runtime` with its defaults: bf16 where native, channels-last, compiled) at
+   every batch size the batcher forms, side by side; the fast path's share of the measured bf16
+   matmul peak of this machine; the parity of the fast path with fp32 eager on real music (when
+   `data/music` holds the fetched Debian tracks).
+2. Where the time of one 30 s clip goes: decoding, the mel front end, the network.
+3. The service end to end: for 30 s clips at each concurrency (default 1, 8 and 32 clients, each
+   sending its next request as soon as the last one is answered): requests/s, seconds of audio
+   tagged per second and p50/p95/p99 latency, with dynamic batching (`max_batch_windows` 64) and
+   with batching off (`max_batch_windows` 1), each beside the model-only ceiling of the same
+   runtime at that batch size.
 
-The service runs as `tagger serve` in a subprocess on 127.0.0.1, exactly as deployed. Without
-`--checkpoint` an untrained checkpoint of `--preset` (q2l-small) is written to a temporary
-directory: speed does not depend on the weights.
+The service runs as `tagger serve` in a subprocess on 127.0.0.1, exactly as deployed, with its
+default runtime settings. Without `--checkpoint` an untrained checkpoint of `--preset`
+(q2l-small) is written to a temporary directory: speed does not depend on the weights.
 
-    .venv/bin/python scripts/bench.py
+    .venv/bin/python scripts/bench.py --checkpoint model/weights/default.safetensors
     .venv/bin/python scripts/bench.py --concurrency 1 8 --torch-threads 2
 """
 
@@ -42,10 +48,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.decoding import decode_audio  # noqa: E402
 from app.service import resolve_threads  # noqa: E402
 from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from model.inference import window_starts  # noqa: E402
+from model.inference import split_windows, window_starts  # noqa: E402
+from model.runtime import Runtime, RuntimeOptions, batch_shapes  # noqa: E402
 from model.zoo import build_model  # noqa: E402
+
+MUSIC_TRACKS = [
+    "nexuiz-music/brainsukker.ogg",
+    "wesnoth-1.16-music/traveling_minstrels.ogg",
+    "fretsonfire-songs-muldjord/chaos_god/mix.flac",
+]
 
 _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
@@ -74,25 +88,112 @@ def make_clip(seconds: float, sample_rate: int = 44100) -> bytes:
     return buffer.getvalue()
 
 
-def model_ceiling(checkpoint: Path, batch_size: int, threads: int, budget_s: float) -> float:
-    """Windows per second of bare forward passes at `batch_size` (CPU, `threads` threads).
+def throughput(runtime: Runtime, batch_size: int, budget_s: float) -> float:
+    """Windows per second of `runtime` called with `batch_size` windows at a time.
 
     The best of five rounds: a ceiling is what the model can do when nothing else runs, and on a
     shared machine the best round comes closest to that.
     """
-    torch.set_num_threads(threads)
-    model = load_checkpoint(checkpoint).model
-    windows = 0.1 * torch.randn(batch_size, model.audio.window_samples)
+    windows = 0.1 * torch.randn(batch_size, runtime.window_samples)
+    runtime(windows)  # first call at this shape
     best = 0.0
-    with torch.inference_mode():
-        model(windows)  # first call at this shape
-        for _ in range(5):
-            passes, started = 0, time.perf_counter()
-            while passes < 1 or time.perf_counter() - started < budget_s / 5:
-                model(windows)
-                passes += 1
-            best = max(best, passes * batch_size / (time.perf_counter() - started))
+    for _ in range(5):
+        passes, started = 0, time.perf_counter()
+        while passes < 1 or time.perf_counter() - started < budget_s / 5:
+            runtime(windows)
+            passes += 1
+        best = max(best, passes * batch_size / (time.perf_counter() - started))
     return best
+
+
+def eager_fp32(checkpoint: Path, max_batch: int) -> Runtime:
+    """The plain baseline: fp32, default memory format, no compilation, whole batches."""
+    options = RuntimeOptions(precision="fp32", channels_last=False, compile="off")
+    return Runtime(
+        load_checkpoint(checkpoint).model,
+        torch.device("cpu"),
+        RuntimeOptions(**{**options.__dict__, "max_chunk": max_batch}),
+        max_batch=max_batch,
+    )
+
+
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048) -> float:
+    """Best GFLOP/s of a square matmul in `dtype` with the current torch threads."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(10):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_window(checkpoint: Path) -> float:
+    """Floating-point operations of one window's forward pass (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = load_checkpoint(checkpoint).model.eval()
+    counter = FlopCounterMode(display=False)
+    # FlopCounterMode tracks modules with autograd hooks, so gradients stay on here.
+    with counter:
+        model(torch.zeros(1, model.audio.window_samples))
+    return float(counter.get_total_flops())
+
+
+def parity(checkpoint: Path, fast: Runtime, music: Path) -> tuple[float, float, int] | None:
+    """Max abs score difference and top-5 agreement of `fast` against fp32 eager on real music
+    windows (24 per track), or None when the tracks are not fetched."""
+    paths = [music / track for track in MUSIC_TRACKS]
+    if not all(path.exists() for path in paths):
+        return None
+    stacks = []
+    for path in paths:
+        audio = decode_audio(path, sample_rate=16000)
+        windows = split_windows(torch.from_numpy(audio.samples), fast.window_samples)
+        stacks.append(windows[:: max(1, windows.shape[0] // 24)][:24])
+    windows = torch.cat(stacks)
+    expected, actual = eager_fp32(checkpoint, 8)(windows), fast(windows)
+    top_expected = expected.topk(5).indices.sort().values
+    top_actual = actual.topk(5).indices.sort().values
+    agreement = (top_expected == top_actual).all(dim=1).float().mean().item()
+    return (actual - expected).abs().max().item(), agreement, int(windows.shape[0])
+
+
+def clip_profile(clip: bytes, fast: Runtime, clip_windows: int) -> dict[str, float]:
+    """Milliseconds one clip spends in decoding, the mel front end and the fast-path network."""
+    timings: dict[str, list[float]] = {"decode": [], "front end": [], "model": []}
+    windows = 0.1 * torch.randn(clip_windows, fast.window_samples)
+    frontend = fast.model.frontend
+    assert isinstance(frontend, torch.nn.Module)
+    for _ in range(5):
+        started = time.perf_counter()
+        decode_audio(clip, sample_rate=16000)
+        timings["decode"].append(time.perf_counter() - started)
+        with torch.inference_mode():
+            started = time.perf_counter()
+            frontend(windows)
+            timings["front end"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        fast(windows)
+        timings["model"].append(time.perf_counter() - started)
+    return {stage: 1000 * min(values) for stage, values in timings.items()}
+
+
+def network_profile(fast: Runtime, batch: int) -> str:
+    """torch.profiler's top operators for the fast path's precision and layout, run eagerly
+    (a compiled graph hides its operators inside generated kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    options = RuntimeOptions(**{**fast.options.__dict__, "compile": "off"})
+    eager = Runtime(fast.model, fast.device, options, max_batch=batch)
+    windows = 0.1 * torch.randn(batch, fast.window_samples)
+    eager(windows)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            eager(windows)
+    table: str = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    return table
 
 
 @contextmanager
@@ -251,11 +352,10 @@ def main() -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: the service default")
     parser.add_argument("--requests-per-client", type=int, default=4)
-    parser.add_argument("--ceiling-seconds", type=float, default=10.0)
+    parser.add_argument("--ceiling-seconds", type=float, default=4.0)
+    parser.add_argument("--music", type=Path, default=ROOT / "data" / "music")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
-    parser.add_argument(
-        "--no-sweep", action="store_true", help="skip the model-only sweep over batch sizes"
-    )
+    parser.add_argument("--no-service", action="store_true", help="model-only figures only")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -268,21 +368,58 @@ def main() -> int:
                 provenance={"training_data": "none: untrained weights for benchmarking"},
             )
         threads = resolve_threads(args.torch_threads)
-        model = load_checkpoint(checkpoint).model
+        torch.set_num_threads(threads)
+        started_at = dt.datetime.now().astimezone()
+        load_before = os.getloadavg()
+        log = sys.stderr
+
+        # 1. Model only: fp32 eager against the fast path at every batch the batcher forms.
+        fast = Runtime(
+            load_checkpoint(checkpoint).model,
+            torch.device("cpu"),
+            RuntimeOptions(),
+            max_batch=args.max_batch_windows,
+        )
+        print(f"fast path: compiling shapes {list(fast.shapes)} ...", file=log, flush=True)
+        fast.warm_up()
+        info = fast.info()
+        print(f"fast path ready in {fast.warmup_seconds:.0f} s: {info}", file=log, flush=True)
+        sizes = batch_shapes(args.max_batch_windows)
+        eager = eager_fp32(checkpoint, args.max_batch_windows)
+        sweep: dict[int, tuple[float, float]] = {}
+        for size in sizes:
+            sweep[size] = (
+                throughput(eager, size, args.ceiling_seconds),
+                throughput(fast, size, args.ceiling_seconds),
+            )
+            print(
+                f"batch {size}: fp32 eager {sweep[size][0]:.1f}, fast {sweep[size][1]:.1f} w/s",
+                file=log,
+                flush=True,
+            )
+        peaks = {
+            "fp32": matmul_peak_gflops(torch.float32),
+            "bf16": matmul_peak_gflops(torch.bfloat16),
+        }
+        flops = flops_per_window(checkpoint)
+        agreement = parity(checkpoint, fast, args.music)
+
+        # 2. Where one clip's time goes.
+        model = fast.model
         window = model.audio.window_samples
         clip = make_clip(args.clip_seconds)
         clip_windows = len(
             window_starts(round(args.clip_seconds * model.audio.sample_rate), window)
         )
-        started_at = dt.datetime.now().astimezone()
-        load_before = os.getloadavg()
-        print(f"{clip_windows} windows per {args.clip_seconds:g} s clip", file=sys.stderr)
+        stages = clip_profile(clip, fast, clip_windows)
+        operators = network_profile(fast, min(8, args.max_batch_windows))
 
+        # 3. The service end to end.
         levels: list[Level] = []
-        ceilings: dict[str, float] = {}
-        for mode, batch in (("batching", args.max_batch_windows), ("no batching", 1)):
-            ceilings[mode] = model_ceiling(checkpoint, batch, threads, args.ceiling_seconds)
-            print(f"ceiling at batch {batch}: {ceilings[mode]:.1f} windows/s", file=sys.stderr)
+        modes = (
+            () if args.no_service else (("batching", args.max_batch_windows), ("no batching", 1))
+        )
+        for mode, batch in modes:
             settings = {
                 "max_batch_windows": batch,
                 "max_wait_ms": args.max_wait_ms,
@@ -293,16 +430,8 @@ def main() -> int:
             with service(checkpoint, settings) as url:
                 for concurrency in args.concurrency:
                     levels.append(measure(url, clip, mode, concurrency, args.requests_per_client))
-        sweep: dict[int, float] = {}
-        if not args.no_sweep:
-            size = 1
-            while size <= args.max_batch_windows:
-                sweep[size] = model_ceiling(checkpoint, size, threads, args.ceiling_seconds / 2)
-                print(f"model only, batch {size}: {sweep[size]:.1f} windows/s", file=sys.stderr)
-                size *= 2
         load_after = os.getloadavg()
 
-    batch_for = {"batching": args.max_batch_windows, "no batching": 1}
     print(f"Measured {started_at:%Y-%m-%d %H:%M %Z} on {os.cpu_count()} cores ({cpu_model()}),")
     print(
         f"torch {torch.__version__}, {threads} torch thread(s), {args.clip_seconds:g} s MP3 clips "
@@ -310,26 +439,77 @@ def main() -> int:
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.\n"
     )
     print(
-        "| mode | max batch | clients | requests | req/s | audio s/s | p50 ms | p95 ms | p99 ms "
-        "| model-only req/s | of ceiling | mean batch | decode ms |"
+        f"Fast path: precision {info.precision}, channels-last {info.channels_last}, "
+        f"compiled {info.compiled}{f' ({info.compile_error})' if info.compile_error else ''}, "
+        f"shapes {list(info.shapes)}, warm-up {info.warmup_seconds:.0f} s.\n"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for level in levels:
-        ceiling_rps = ceilings[level.mode] / clip_windows
+    print("Model only, windows per second (best of five rounds):\n")
+    print("| batch | fp32 eager | fast path | speed-up | fast path GFLOP/s | of bf16 peak |")
+    print("|---|---|---|---|---|---|")
+    for size, (slow, quick) in sweep.items():
+        gflops = quick * flops / 1e9
         print(
-            f"| {level.mode} | {batch_for[level.mode]} | {level.concurrency} | {level.requests} "
-            f"| {level.rps:.2f} | {level.rps * args.clip_seconds:.1f} "
-            f"| {level.percentile(50):.0f} | {level.percentile(95):.0f} "
-            f"| {level.percentile(99):.0f} | {ceiling_rps:.2f} | {level.rps / ceiling_rps:.0%} "
-            f"| {level.mean_batch:.1f} | {level.decode_ms:.0f} |"
+            f"| {size} | {slow:.1f} | {quick:.1f} | {quick / slow:.1f}x | {gflops:.0f} "
+            f"| {gflops / peaks['bf16']:.0%} |"
         )
+    print(
+        f"\nOne window costs {flops / 1e9:.2f} GFLOP; measured matmul peak with {threads} "
+        f"thread(s): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s."
+    )
+    if agreement is not None:
+        max_diff, top5, count = agreement
+        print(
+            f"Parity on {count} real music windows: max |fast - fp32| = {max_diff:.4f}, "
+            f"top-5 tags identical on {top5:.1%} of windows."
+        )
+    total = sum(stages.values())
+    print(
+        f"\nWhere one {args.clip_seconds:g} s clip's time goes (best of five, one thread pool):\n"
+    )
+    print("| stage | ms | share |")
+    print("|---|---|---|")
+    for stage, ms in stages.items():
+        print(f"| {stage} | {ms:.1f} | {ms / total:.0%} |")
+    print(f"\nTop operators of the fast path's network, run eagerly:\n\n```\n{operators}```")
+
+    if levels:
+        ceilings = {
+            "batching": sweep[args.max_batch_windows][1],
+            "no batching": sweep[1][1],
+        }
+        batch_for = {"batching": args.max_batch_windows, "no batching": 1}
+        print(
+            "\n| mode | max batch | clients | requests | req/s | audio s/s | p50 ms | p95 ms "
+            "| p99 ms | model-only req/s | of ceiling | mean batch | decode ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for level in levels:
+            ceiling_rps = ceilings[level.mode] / clip_windows
+            print(
+                f"| {level.mode} | {batch_for[level.mode]} | {level.concurrency} "
+                f"| {level.requests} | {level.rps:.2f} | {level.rps * args.clip_seconds:.1f} "
+                f"| {level.percentile(50):.0f} | {level.percentile(95):.0f} "
+                f"| {level.percentile(99):.0f} | {ceiling_rps:.2f} "
+                f"| {level.rps / ceiling_rps:.0%} | {level.mean_batch:.1f} "
+                f"| {level.decode_ms:.0f} |"
+            )
 
     by_key = {(level.mode, level.concurrency): level for level in levels}
     top = max(args.concurrency)
     print("\nTargets:")
+    best_batch = max(sweep, key=lambda size: sweep[size][1])
+    print(
+        f"- fast path >= 4x fp32 eager model-only throughput: "
+        f"{sweep[best_batch][1] / max(v[0] for v in sweep.values()):.1f}x "
+        f"(best fast batch {best_batch} against the best fp32 batch)"
+    )
     if ("batching", top) in by_key:
         level = by_key[("batching", top)]
-        share = level.rps / (ceilings["batching"] / clip_windows)
+        print(
+            f"- end to end >= 350x real time at concurrency {top}: "
+            f"{level.rps * args.clip_seconds:.0f}x"
+        )
+        share = level.rps / (sweep[args.max_batch_windows][1] / clip_windows)
         print(f"- >= 80 % of the model-only ceiling at concurrency {top}: {share:.0%}")
     if ("batching", top) in by_key and ("no batching", top) in by_key:
         gain = by_key[("batching", top)].rps / by_key[("no batching", top)].rps
@@ -337,11 +517,6 @@ def main() -> int:
     if ("batching", 1) in by_key:
         p50 = by_key[("batching", 1)].percentile(50)
         print(f"- idle single {args.clip_seconds:g} s request p50 < 250 ms: {p50:.0f} ms")
-    if sweep:
-        print("\nModel only, by batch size (best of five rounds):\n")
-        print("| batch | " + " | ".join(str(size) for size in sweep) + " |")
-        print("|---|" + "---|" * len(sweep))
-        print("| windows/s | " + " | ".join(f"{v:.1f}" for v in sweep.values()) + " |")
     failures = sum(level.failures for level in levels)
     if failures:
         print(f"\n{failures} requests failed (not counted above).")
@@ -353,8 +528,15 @@ def main() -> int:
                     "date": started_at.isoformat(),
                     "threads": threads,
                     "clip_windows": clip_windows,
-                    "ceilings_windows_per_s": ceilings,
-                    "sweep_windows_per_s": sweep,
+                    "runtime": {**info.__dict__, "shapes": list(info.shapes)},
+                    "sweep_windows_per_s": {
+                        size: {"fp32_eager": slow, "fast": quick}
+                        for size, (slow, quick) in sweep.items()
+                    },
+                    "flops_per_window": flops,
+                    "matmul_peak_gflops": peaks,
+                    "parity": agreement,
+                    "clip_stages_ms": stages,
                     "load_average": [load_before[0], load_after[0]],
                     "levels": [
                         {
