@@ -206,7 +206,8 @@ def compare(
         base: The recipe; its `preset`, `out`, `seed` offset and `model` are set per run
             (seeds are `base.seed`, `base.seed + 1`, ...).
         overrides: Model-config overrides per preset (e.g. narrower models for a quick test);
-            they apply to the variants built on that preset as well.
+            they apply to the variants built on that preset as well; presets not compared
+            this time are ignored.
         variants: Per variant name, `preset` and the training settings it changes (its
             `model` table is applied after the preset's overrides).
     """
@@ -215,9 +216,11 @@ def compare(
     out = Path(out)
     overrides = overrides or {}
     entries = resolve_entries(presets, variants)
-    unknown = sorted(set(overrides) - {preset for _, preset, _ in entries})
+    # One config file may serve comparisons of any subset of its models; a name that is no
+    # preset at all is a typo, though.
+    unknown = sorted(set(overrides) - set(preset_names()))
     if unknown:
-        raise ConfigError(f"overrides for models not being compared: {', '.join(unknown)}")
+        raise ConfigError(f"overrides for unknown presets: {', '.join(unknown)}")
     summaries = []
     for name, preset, changes in entries:
         run_dirs = []

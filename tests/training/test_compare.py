@@ -91,7 +91,8 @@ def test_compare_a_variant_with_changed_training_settings(
                 "num_workers": 0,
                 "eval_crops": 1,
                 "export": False,
-                "overrides": {name: TINY_MODELS[name] for name in ("q2l-small", "rescnn")},
+                # hcnn is not compared this time: its overrides are ignored.
+                "overrides": {name: TINY_MODELS[name] for name in ("q2l-small", "rescnn", "hcnn")},
                 "variants": {
                     "q2l-asl": {"preset": "q2l-small", "loss": "asl", "asl_gamma_neg": 3.0}
                 },
@@ -122,6 +123,7 @@ def test_compare_a_variant_with_changed_training_settings(
         ('preset = "resnet"', "needs preset"),
         ('preset = "rescnn"\nseed = 3', "cannot set seed"),
         ('preset = "rescnn"\nloss = "focal"', "loss must be one of"),
+        ('preset = "rescnn"\n[overrides.resnet]\nchannels = [8]', "unknown presets: resnet"),
     ],
 )
 def test_compare_rejects_bad_variants(
