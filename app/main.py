@@ -15,6 +15,7 @@ from importlib import metadata
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from app.admission import AdmissionMiddleware
 from app.disconnect import ClientDisconnectedError
 from app.fetch import Resolver
 from app.logs import record_outcome
@@ -107,9 +108,14 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(page_router)
+    # Both inside the request context (refusals are logged and counted) and outside the body
+    # limit (a refused request's body is never read).
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.max_inflight_requests,
+        retry_after_s=settings.retry_after_s,
+    )
     if settings.rate_limit:
-        # Inside the request context (429s are logged and counted), outside the body limit
-        # (a limited client's body is never read).
         app.add_middleware(RateLimitMiddleware, rate_limit=settings.rate_limit)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

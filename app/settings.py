@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50_000_000, ge=1)
     max_audio_seconds: float = Field(default=900.0, gt=0.0)
     max_concurrent_decodes: int = Field(default=2, ge=1)
+    max_inflight_requests: int = Field(
+        default=32,
+        ge=1,
+        description="Tagging requests in progress at once; more get 503 before their body is "
+        "read. Bounds memory (each holds its upload) and the backlog in front of the decoders.",
+    )
 
     # Tagging by URL.
     fetch_timeout_s: float = Field(default=30.0, gt=0.0)

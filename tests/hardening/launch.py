@@ -7,8 +7,9 @@ Settings come from `TAGGER_*` variables as for `tagger serve`. The hooks are the
 `create_app` offers to tests, plus one for the decoder:
 
 - `--resolve NAME=ADDRESS[,ADDRESS]`: the URL fetcher resolves NAME to these addresses; other
-  names go to the system resolver. Lets a test point a harmless-looking name at a private
-  address without touching DNS.
+  names go to the system resolver, or all to one address with `--resolve-others ADDRESS`. Lets
+  a test point a harmless-looking name at a private address without touching DNS, and keeps
+  fuzzed URLs from reaching out to the internet.
 - `--fail-silent-batches`: the model call raises for any batch holding a window of exact
   digital silence (nothing a client sends makes the real model raise).
 - `--crash-decoder-on MARKER`: decoding raises RuntimeError for any upload containing MARKER,
@@ -37,10 +38,14 @@ from app.server import run_server
 from app.settings import Settings
 
 
-def mapped_resolver(names: dict[str, list[IPAddress]]) -> Resolver:
+def mapped_resolver(
+    names: dict[str, list[IPAddress]], default: list[IPAddress] | None = None
+) -> Resolver:
     async def resolve(host: str, port: int) -> list[IPAddress]:
         if host.lower() in names:
             return names[host.lower()]
+        if default is not None:
+            return default
         return await system_resolver(host, port)
 
     return resolve
@@ -78,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--resolve", action="append", default=[], metavar="NAME=ADDRESS")
+    parser.add_argument(
+        "--resolve-others", metavar="ADDRESS", help="every other name resolves to ADDRESS"
+    )
     parser.add_argument("--fail-silent-batches", action="store_true")
     parser.add_argument("--crash-decoder-on", metavar="MARKER")
     args = parser.parse_args(argv)
@@ -91,7 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(
         settings,
         wrap_infer=fail_silent_batches if args.fail_silent_batches else None,
-        resolver=mapped_resolver(_parse_resolve(args.resolve)) if args.resolve else None,
+        resolver=(
+            mapped_resolver(
+                _parse_resolve(args.resolve),
+                [ipaddress.ip_address(args.resolve_others)] if args.resolve_others else None,
+            )
+            if args.resolve or args.resolve_others
+            else None
+        ),
     )
     return run_server(app, settings)
 
