@@ -293,7 +293,9 @@ def plot(schedules: dict[str, dict[str, Model]], path: Path) -> None:
                 epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15
             )
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_title(f"{schedule} schedule ({curves.shape[1]} epochs, {len(m.runs)} seeds)")
+        counts = sorted({len(m.runs) for m in models.values()})
+        seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        axes.set_title(f"{schedule} schedule ({curves.shape[1]} epochs, {seeds} seeds per model)")
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("validation PR-AUC (macro)")
