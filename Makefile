@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: serve test lint typecheck pytest install bench default-model clean
+.PHONY: serve test lint typecheck pytest install bench hardening default-model clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+# The long reliability tests against real servers (hostile uploads, fuzzing, SSRF, 10x overload,
+# faults, SIGTERM), then docs/reliability.md from their figures. About 10 minutes.
+hardening: $(STAMP)
+	$(PY) scripts/hardening/report.py
 
 # Rebuilds the bundled default model from nothing: fetch real music, render MIDI, label windows
 # with the MTT_musicnn teacher, distil into q2l-small, evaluate. Resumable; about 2 h on 2 cores.
