@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.app.audio import encode
+from tests.app.audio import encode, wav_pcm16
 from tests.app.servers import FileServer, Route, ServiceProcess, accept_counter
 from tests.hardening.corpus import HostileFile, hostile_corpus
 from tests.hardening.tools import FULL, budget, peak_rss, problem_type, record
@@ -106,6 +106,16 @@ def test_playlists_inside_uploads_are_not_followed(
         time.sleep(0.3)
         assert listener.accepted == 0
     assert file_server.requests == []
+
+
+def test_the_longest_accepted_audio_is_tagged(server: ServiceProcess) -> None:
+    # The largest legitimate request, for the memory bound: 14.5 minutes (of at most 15).
+    started = time.monotonic()
+    response = upload(server, "long.wav", wav_pcm16(870.0))
+    check_answer(server, response)
+    assert response.status_code == 200
+    assert response.json()["windows"] == 236
+    record("long_upload", seconds=round(time.monotonic() - started, 2), windows=236)
 
 
 # ----- property-based fuzzing ---------------------------------------------------------------
