@@ -43,6 +43,29 @@ def _recipe(models: dict[str, Model]) -> dict[str, Any]:
     return dict(next(iter(models.values())).runs[0]["train"])
 
 
+def _compare_commands(schedules: dict[str, dict[str, Model]]) -> list[str]:
+    """The compare calls that made the runs: models grouped by their number of seeds (compare
+    reuses finished runs, so a later call with more repeats only adds seeds)."""
+    lines = []
+    for schedule, models in schedules.items():
+        groups: dict[int, list[str]] = {}
+        for m in models.values():
+            groups.setdefault(len(m.runs), []).append(m.name)
+        for repeats, names in sorted(groups.items()):
+            lines += [
+                f"OMP_NUM_THREADS=1 nice -n 10 python -m training compare --models "
+                f"{','.join(names)} \\",
+                f"    --repeats {repeats} --data data/compare-distill "
+                f"--config training/experiments/distill-{schedule}.toml \\",
+                f"    --out runs/compare-distill-{schedule}",
+            ]
+        lines.append(
+            f"python -m training.results collect --runs runs/compare-distill-{schedule} "
+            f"--schedule {schedule}"
+        )
+    return lines
+
+
 def _headline(schedules: dict[str, dict[str, Model]]) -> list[str]:
     lines = []
     for schedule, models in schedules.items():
@@ -320,15 +343,10 @@ def render(schedules: dict[str, dict[str, Model]], results: Path, output: Path, 
         "python -m training prepare-distill --out data/compare-distill \\",
         f"    --train-windows {clips['train']} --valid-windows {clips['valid']} "
         f"--seed {source['seed']}",
-        "MODELS=q2l-base,rescnn,hcnn,musicnn,q2l-asl",
-        "for schedule in short long; do",
-        "  OMP_NUM_THREADS=1 nice -n 10 python -m training compare --models $MODELS \\",
-        f"      --repeats {len(seeds)} --data data/compare-distill \\",
-        "      --config training/experiments/distill-$schedule.toml \\",
-        "      --out runs/compare-distill-$schedule",
-        "  python -m training.results collect --runs runs/compare-distill-$schedule "
-        "--schedule $schedule",
-        "done",
+        *_compare_commands(schedules),
+        "python -m training.results time --config training/experiments/distill-short.toml \\",
+        f"    --models {','.join(n for n in any_models if n not in EXTENSIONS)} "
+        "--data data/compare-distill",
         "python -m training.results report   # this page and its plot",
         "```",
         "",
