@@ -243,8 +243,10 @@ def _run(args: argparse.Namespace) -> int:
             tally.add(result)
             if not result.ok:
                 _say(f"skipped {result.path}: {result.error}")
+            bar.set_postfix_str(
+                f"{tally.audio_hours:.2f} h audio, {tally.speed():.0f} h/h", refresh=False
+            )
             bar.update(1)
-            bar.set_postfix_str(f"{tally.audio_hours:.2f} h audio, {tally.speed():.0f} h/h")
     except KeyboardInterrupt:
         interrupted = True
     finally:

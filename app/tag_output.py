@@ -17,10 +17,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from app.batch_tagging import FileResult
 from model.tags import Tag
@@ -124,9 +125,32 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _open(path: Path | None, *, append: bool) -> TextIO:
+class TextSink(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Console:
+    """Standard output for results while the progress bar draws on standard error: each write
+    lifts the bar out of the way first, so a terminal never shows a row and the bar mixed."""
+
+    def write(self, text: str, /) -> int:
+        tqdm.write(text, file=sys.stdout, end="")
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _open(path: Path | None, *, append: bool) -> TextSink:
     if path is None:
-        return sys.stdout
+        return _Console()
     path.parent.mkdir(parents=True, exist_ok=True)
     # newline="" so the csv module's own \r\n line ends are written unchanged.
     return path.open("a" if append else "w", encoding="utf-8", newline="")
