@@ -56,7 +56,7 @@ def _say(message: str) -> None:
 class _Tally:
     started: float = field(default_factory=time.monotonic)
     ok: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: int = 0
     audio_seconds: float = 0.0
 
     def add(self, result: FileResult) -> None:
@@ -64,7 +64,7 @@ class _Tally:
             self.ok += 1
             self.audio_seconds += result.duration_seconds
         else:
-            self.failed.append((result.path, result.error or "unknown error"))
+            self.failed += 1
 
     @property
     def audio_hours(self) -> float:
@@ -121,11 +121,7 @@ def _summary(
     tally: _Tally, tagger: BatchTagger, skipped: int, listing: FileList, interrupted: bool
 ) -> None:
     wall = time.monotonic() - tally.started
-    for path, error in tally.failed[:20]:
-        print(f"tagger: failed: {path}: {error}", file=sys.stderr)
-    if len(tally.failed) > 20:
-        print(f"tagger: ... and {len(tally.failed) - 20} more failed files", file=sys.stderr)
-    counts = f"files: {tally.ok} tagged, {len(tally.failed)} failed, {skipped} skipped"
+    counts = f"files: {tally.ok} tagged, {tally.failed} failed, {skipped} skipped"
     if skipped:
         counts += " (already in the output)"
     if listing.ignored:
@@ -242,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
             writer.write(result)
             tally.add(result)
             if not result.ok:
-                _say(f"skipped {result.path}: {result.error}")
+                _say(f"failed: {result.path}: {result.error}")
             bar.set_postfix_str(
                 f"{tally.audio_hours:.2f} h audio, {tally.speed():.0f} h/h", refresh=False
             )

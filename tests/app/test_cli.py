@@ -215,7 +215,7 @@ def test_tag_writes_json_and_skips_a_corrupt_file(
     assert records["sub/c.flac"]["duration_seconds"] == pytest.approx(6.0, abs=0.01)
     assert "could not decode the audio" in records["broken.mp3"]["error"]
     assert "tags" not in records["broken.mp3"]
-    assert "skipped broken.mp3: could not decode the audio" in run.err
+    assert "failed: broken.mp3: could not decode the audio" in run.err
     assert "files: 3 tagged, 1 failed, 0 skipped" in run.err
     assert "2 non-audio or hidden files in folders ignored" in run.err  # notes.txt, ._a.mp3
 
