@@ -58,16 +58,20 @@ RUN apt-get update \
 COPY --from=build /venv /venv
 # The root filesystem may be read-only (compose, Kubernetes): nothing writes byte code, and HOME
 # points at /tmp, the one writable place, for any library that wants a cache directory.
+# torch.compile is off: it needs a C++ compiler and Python headers (450 MB more), loads the code it
+# compiles from /tmp (which compose mounts noexec), and made CPU warm-up last 6 to 11 minutes on
+# 2 cores (docs/deployment.md). Set TAGGER_COMPILE=auto in an image that has them.
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     TAGGER_HOST=0.0.0.0 \
-    TAGGER_PORT=8000
+    TAGGER_PORT=8000 \
+    TAGGER_COMPILE=off
 USER 10001:10001
 EXPOSE 8000
-# Ready means loaded and warmed up: the bundled model on 2 CPU cores takes about 10 s; CUDA start-up
-# and a larger checkpoint take longer, hence the generous start period.
+# Ready means loaded and warmed up: 5 to 20 s for the bundled model on 2 CPU cores
+# (scripts/docker-smoke); CUDA start-up and larger checkpoints take longer, hence the start period.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["python3", "-c", "import os, sys, urllib.request; port = os.environ.get('TAGGER_PORT', '8000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=4).status != 200)"]
 # One process per GPU: several workers would each load the model and split the batching queue.
