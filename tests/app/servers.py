@@ -42,7 +42,9 @@ class ServiceProcess:
     def __init__(self, settings: dict[str, Any], *, command: list[str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         # Compiling every batch shape takes a minute; servers compile only when a test asks.
-        for name, value in {"compile": "off", **settings}.items():
+        # Nothing balances load across test servers: they stop without the readiness drain.
+        defaults = {"compile": "off", "shutdown_drain_s": 0}
+        for name, value in {**defaults, **settings}.items():
             env[f"TAGGER_{name.upper()}"] = (
                 json.dumps(value) if isinstance(value, list | bool) else str(value)
             )

@@ -30,7 +30,7 @@ CRASHING = wav_pcm16(2.0) + MARKER  # trailing bytes after the data chunk are ig
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServiceProcess]:
     process = ServiceProcess(
-        {"max_batch_windows": MAX_BATCH, "max_wait_ms": 20, "shutdown_drain_s": 0},
+        {"max_batch_windows": MAX_BATCH, "max_wait_ms": 20},
         command=[
             "-m",
             "tests.hardening.launch",

@@ -106,7 +106,7 @@ def summary(run: LoadRun, seconds: float, rate: float) -> dict[str, object]:
 
 def test_overload_is_answered_and_drains() -> None:
     """Short version for `make test`: one request in progress, 4 s at about 10x capacity."""
-    server = ServiceProcess({"max_inflight_requests": 1, "shutdown_drain_s": 0})
+    server = ServiceProcess({"max_inflight_requests": 1})
     try:
         server.wait_ready()
         run = asyncio.run(open_loop(f"{server.url}/tag", rate=12.0, seconds=4.0, files=CLIP))
@@ -120,14 +120,14 @@ def test_overload_is_answered_and_drains() -> None:
 
 @long_only
 def test_ten_times_capacity_for_30_s() -> None:
-    probe = ServiceProcess({"shutdown_drain_s": 0})
+    probe = ServiceProcess({})
     try:
         probe.wait_ready()
         capacity, service_s = measure_capacity(probe, 15.0)
     finally:
         probe.stop()
     limit = max(1, int(capacity * QUEUEING_S))
-    server = ServiceProcess({"max_inflight_requests": limit, "shutdown_drain_s": 0})
+    server = ServiceProcess({"max_inflight_requests": limit})
     try:
         server.wait_ready()
         seconds, rate = 30.0, 10 * capacity
@@ -157,7 +157,7 @@ def test_ten_times_capacity_at_the_default_bound() -> None:
     """The same overload with the default bound (32 in progress): sized for batching on a GPU,
     it trades latency for throughput on this CPU, but still answers everything and drains.
     Figures only: no latency target applies."""
-    server = ServiceProcess({"shutdown_drain_s": 0})
+    server = ServiceProcess({})
     try:
         server.wait_ready()
         capacity, _ = measure_capacity(server, 10.0)

@@ -16,7 +16,7 @@ NOT_AUDIO = {"file": ("notes.mp3", b"not audio at all", "audio/mpeg")}
 
 @pytest.fixture(scope="module")
 def limited() -> Iterator[ServiceProcess]:
-    process = ServiceProcess({"rate_limit": "3/minute", "shutdown_drain_s": 0})
+    process = ServiceProcess({"rate_limit": "3/minute"})
     try:
         process.wait_ready()
         yield process

@@ -20,7 +20,8 @@ CLIP = {"file": ("clip.wav", wav_pcm16(10.0), "audio/wav")}  # 3 windows
 
 @dataclass
 class Probe:
-    at: float
+    at: float  # sent
+    done: float  # answered, or failed
     status: int | None  # None: the connection was refused (listener closed)
     detail: str = ""
 
@@ -46,16 +47,16 @@ def test_sigterm_under_load_drains_finishes_in_flight_and_exits_0() -> None:
     after = [o for o in outcomes if o.started >= sigterm_at]
     assert in_flight, "no request was in flight at SIGTERM: the test proved nothing"
 
-    # The readiness probe saw "shutting down" before the listener went away.
-    before = [p for p in probes if p.at < sigterm_at]
-    during = [p for p in probes if p.at >= sigterm_at]
+    # The readiness probe saw "shutting down" before the listener went away. (A probe sent
+    # just before the signal may be answered after it: probes are judged by their answer time.)
+    before = [p for p in probes if p.done < sigterm_at]
     assert before
     assert all(p.status == 200 for p in before)
-    first_unready = next(p for p in during if p.status != 200)
+    first_unready = next(p for p in probes if p.status != 200)
     assert first_unready.status == 503
     assert "shutting down" in first_unready.detail
-    assert first_unready.at - sigterm_at < drain
-    refused = [p for p in during if p.status is None]
+    assert first_unready.done - sigterm_at < drain
+    refused = [p for p in probes if p.status is None]
     if refused:
         assert refused[0].at - sigterm_at >= drain * 0.9
     record(
@@ -65,7 +66,7 @@ def test_sigterm_under_load_drains_finishes_in_flight_and_exits_0() -> None:
         in_flight_at_sigterm=len(in_flight),
         sent_after_sigterm=len(after),
         unanswered=len(unanswered),
-        unready_after_s=round(first_unready.at - sigterm_at, 3),
+        unready_after_s=round(first_unready.done - sigterm_at, 3),
         exit_code=code,
     )
 
@@ -102,11 +103,11 @@ async def _drive(
                         detail = (
                             response.json().get("detail", "") if response.status_code != 200 else ""
                         )
-                        probes.append(Probe(at, response.status_code, detail))
-                        if response.status_code != 200 and at > sigterm_at:
+                        probes.append(Probe(at, time.monotonic(), response.status_code, detail))
+                        if response.status_code != 200:
                             balancer_removed.set()
                     except httpx.TransportError:
-                        probes.append(Probe(at, None))
+                        probes.append(Probe(at, time.monotonic(), None))
                         balancer_removed.set()
                     await asyncio.sleep(0.05)
 

@@ -109,7 +109,6 @@ def server() -> Iterator[ServiceProcess]:
             "fetch_allowed_ports": [],
             "fetch_allowed_networks": ["127.0.0.2/32"],
             "fetch_timeout_s": 5,
-            "shutdown_drain_s": 0,
         },
         command=command,
     )

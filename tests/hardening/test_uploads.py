@@ -36,7 +36,7 @@ seen: collections.Counter[str] = collections.Counter()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServiceProcess]:
-    process = ServiceProcess({"shutdown_drain_s": 0})
+    process = ServiceProcess({})
     try:
         process.wait_ready()
         yield process
