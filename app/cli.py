@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 TAG_EPILOG = """\
 exit codes: 0 every file tagged (or skipped by --resume, or nothing to tag); 1 at least one
 file failed (the others are tagged and written); 2 the run could not start (options,
-checkpoint, device, output file); 130 interrupted (finished files are written).
+checkpoint, device, output file) or the output could not be written; 130 interrupted
+(finished files are written).
 The full reference is docs/cli.md."""
 
 

@@ -2,7 +2,8 @@
 
 Exit codes: 0 when every file was tagged (or skipped by --resume, or there was nothing to tag),
 1 when at least one file failed (the others are tagged and written), 2 when the run could not
-start (bad options, unusable checkpoint, device or output file), 130 when interrupted (what
+start (bad options, unusable checkpoint, device or output file) or its output could not be
+written, 130 when interrupted (what
 finished is written, so --resume continues from there).
 """
 
@@ -243,11 +244,15 @@ def _run(args: argparse.Namespace) -> int:
                 f"{tally.audio_hours:.2f} h audio, {tally.speed():.0f} h/h", refresh=False
             )
             bar.update(1)
+        writer.close()
     except KeyboardInterrupt:
         interrupted = True
+        writer.close()  # what finished is kept, for --resume
+    except OSError as error:  # the output, e.g. a full disk; decoding errors never get here
+        _say(f"cannot write {args.output or 'the output'}: {error.strerror or error}")
+        return EXIT_CANNOT_START
     finally:
         bar.close()
-        writer.close()
     _summary(tally, tagger, skipped, listing, interrupted)
     if interrupted:
         return EXIT_INTERRUPTED

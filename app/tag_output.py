@@ -222,6 +222,11 @@ class JsonWriter:
         self.path = path
         self.previous = list(previous)
         self.records: list[dict[str, Any]] = []
+        # The document is written next to its destination and renamed over it at the end, so a
+        # crash never leaves half a document. Opened now: an unwritable place fails at the start,
+        # not after hours of tagging.
+        self.partial = None if path is None else path.with_name(path.name + ".partial")
+        self.stream = None if self.partial is None else _open(self.partial, append=False)
 
     def write(self, result: FileResult) -> None:
         self.records.append(self.describer.record(result))
@@ -231,14 +236,13 @@ class JsonWriter:
         kept = [r for r in self.previous if _key(r["file"]) not in again]
         document = {"model_id": self.describer.model_id, "files": kept + self.records}
         text = json.dumps(document, indent=2) + "\n"
-        if self.path is None:
+        if self.stream is None or self.partial is None or self.path is None:
             sys.stdout.write(text)
             sys.stdout.flush()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, self.path)  # a crash while writing never leaves half a document
+        self.stream.write(text)
+        self.stream.close()
+        os.replace(self.partial, self.path)
 
 
 class CsvWriter:

@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from app.settings import default_checkpoint_path
 from app.tag_output import read_previous
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.inference import predict_track
-from tests.app.audio import encode
+from tests.app.audio import encode, wav_pcm16
 from tests.app.conftest import GUITAR_THRESHOLD
 
 
@@ -310,6 +312,49 @@ def test_tag_resume_skips_files_already_in_the_output(
     else:
         # Appended: a.mp3 once, the failed file once per attempt, then the new files.
         assert files == ["a.mp3", "broken.mp3", "b.ogg", "broken.mp3", "d.wav", "sub/c.flac"]
+
+
+def test_an_interrupted_run_keeps_its_results_and_resume_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip = wav_pcm16(2.0)
+    names = [f"clip{i:02d}.wav" for i in range(60)]
+    for name in names:
+        (tmp_path / name).write_bytes(clip)
+    script = Path(sys.executable).with_name("tagger")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+    # One window per forward pass, so the run lasts long enough to be interrupted.
+    args = ["tag", ".", "--format", "jsonl", "--output", "tags.jsonl", "--batch-windows", "1"]
+    process = subprocess.Popen(
+        [*command, *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TAGGER_CHECKPOINT": str(DEFAULT)},
+        # A shell without job control starts background jobs with SIGINT ignored; undo that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    output = tmp_path / "tags.jsonl"
+    deadline = time.monotonic() + 120
+    while not (output.exists() and output.read_text().count("\n") >= 1):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted: files:" in err
+    done = [json.loads(line)["file"] for line in output.read_text().splitlines()]
+    assert 1 <= len(done) < len(names)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAGGER_CHECKPOINT", str(DEFAULT))
+    assert main([*args[:-2], "--resume"]) == 0  # full batches again
+    assert f"{len(done)} already in tags.jsonl" in capsys.readouterr().err
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["file"] for r in records) == names  # every file once
+    assert all("tags" in r for r in records)
 
 
 @pytest.mark.parametrize(
