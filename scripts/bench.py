@@ -426,6 +426,8 @@ def main() -> int:
                 "max_queued_windows": max(1024, batch),
                 "torch_threads": threads,
                 "request_deadline_s": 3600,
+                # Measure the batcher, not the admission bound (which defaults to 32 requests).
+                "max_inflight_requests": 4 * max(args.concurrency),
             }
             with service(checkpoint, settings) as url:
                 for concurrency in args.concurrency:
