@@ -193,7 +193,9 @@ def _read_and_decode(path: str, sample_rate: int, max_seconds: float | None) -> 
             f"not audio in a supported format ({SUPPORTED_FORMATS}); the format is recognised "
             "from the content, not from the file name"
         )
-    decoded = decode_audio(path, sample_rate=sample_rate, max_seconds=max_seconds)
+    # Absolute, because FFmpeg reads "name:rest" as protocol and address: a file in the current
+    # folder called "http:x.mp3" or "concat:a|b" must still be read as that file.
+    decoded = decode_audio(os.path.abspath(path), sample_rate=sample_rate, max_seconds=max_seconds)
     return torch.from_numpy(decoded.samples), decoded.container
 
 

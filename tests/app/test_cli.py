@@ -438,3 +438,16 @@ def test_a_failing_batch_fails_only_its_files(folder: Path, default_model: Check
     results = list(_tagger_of(default_model, infer, batch_windows=2).tag(files))
     assert [r.ok for r in results] == [False, False, True]
     assert "the model failed on a batch holding this file" in (results[0].error or "")
+
+
+def test_a_file_name_that_looks_like_an_ffmpeg_protocol_is_read_as_a_file(
+    tmp_path: Path, default_model: Checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FFmpeg would read "concat:song.m4a" as its concat protocol over a file "song.m4a" (and
+    # "http:..." as an address); soundfile, the fallback decoder, cannot read m4a at all.
+    (tmp_path / "concat:song.m4a").write_bytes(encode("m4a", 3.0))
+    monkeypatch.chdir(tmp_path)
+    infer = model_infer(default_model, torch.device("cpu"))
+    [result] = _tagger_of(default_model, infer, batch_windows=8).tag(["concat:song.m4a"])
+    assert result.ok, result.error
+    assert result.duration_seconds == pytest.approx(3.0, abs=0.05)
