@@ -167,10 +167,12 @@ def tagged(tagger: ServiceProcess, prometheus: Prometheus) -> Prometheus:
     )
     assert response.status_code == 200, response.text
 
-    def scraped() -> list[dict[str, Any]]:
-        return prometheus.query('tagger_requests_total{endpoint="/tag",outcome="ok"} >= 1')
+    def scraped_twice() -> list[dict[str, Any]]:
+        # rate() needs two samples of a series; the request created the series it touched.
+        series = 'tagger_requests_total{endpoint="/tag",outcome="ok"}'
+        return prometheus.query(f"count_over_time({series}[1m]) >= 2")
 
-    _poll("tagger_requests_total in Prometheus", scraped)
+    _poll("two scrapes of tagger_requests_total in Prometheus", scraped_twice)
     return prometheus
 
 
