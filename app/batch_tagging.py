@@ -8,8 +8,8 @@ runs full batches. A file whose windows are all scored becomes a `FileResult`; r
 in input order whatever order the work finished in.
 
 A file that cannot be read or decoded becomes a `FileResult` with an `error`, and the run goes
-on. The model is one call, `InferFn` (windows in, probabilities out), so a faster runtime can be
-put behind it without touching the pipeline.
+on. The model is one call, `InferFn` (windows in, probabilities out): `tagger tag` passes the
+service's `model.runtime.Runtime`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from torch import Tensor
 
 from app.decoding import AudioDecodeError, decode_audio
 from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
-from model.checkpoint import Checkpoint
-from model.inference import default_device, predict_windows, split_windows, window_starts
+from model.inference import default_device, split_windows, window_starts
 
 InferFn = Callable[[Tensor], Tensor]
 """(N, window_samples) float32 windows -> (N, n_tags) float32 probabilities on the CPU."""
@@ -149,17 +148,6 @@ def resolve_device(setting: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {setting!r} was requested but CUDA is not available")
     return device
-
-
-def model_infer(checkpoint: Checkpoint, device: torch.device) -> InferFn:
-    """The model as one call: a batch of windows in, probabilities out."""
-
-    def infer(windows: Tensor) -> Tensor:
-        return predict_windows(
-            checkpoint.model, windows, batch_size=windows.shape[0], device=device
-        )
-
-    return infer
 
 
 @dataclass

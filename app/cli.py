@@ -101,6 +101,16 @@ def _add_tag_parser(commands: Any) -> None:
     )
     tag.add_argument("--device", help="auto, cpu, cuda or cuda:N (TAGGER_DEVICE, auto)")
     tag.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"],
+        help="inference precision (TAGGER_PRECISION; default auto: bf16 where the CPU or GPU "
+        "computes it natively, else fp32)",
+    )  # fmt: skip
+    tag.add_argument(
+        "--compile", choices=["auto", "on", "off"], default="off",
+        help="torch.compile every batch shape before tagging (default: off; compiling takes "
+        "minutes, worth it only for long runs)",
+    )  # fmt: skip
+    tag.add_argument(
         "--batch-windows",
         type=int,
         default=8,
@@ -232,7 +242,11 @@ def tag(args: argparse.Namespace) -> int:
         settings = Settings(
             **{
                 name: value
-                for name, value in [("checkpoint", args.checkpoint), ("device", args.device)]
+                for name, value in [
+                    ("checkpoint", args.checkpoint),
+                    ("device", args.device),
+                    ("precision", args.precision),
+                ]
                 if value is not None
             }
         )
@@ -240,6 +254,8 @@ def tag(args: argparse.Namespace) -> int:
         return _fail(f"invalid settings:\n{error}", 2)
     args.checkpoint = settings.checkpoint
     args.device = settings.device
+    args.precision = settings.precision
+    args.channels_last = settings.channels_last
     if args.threads is None and settings.torch_threads:
         args.threads = settings.torch_threads
     if not settings.checkpoint.is_file():

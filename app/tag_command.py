@@ -25,7 +25,6 @@ from app.batch_tagging import (
     FileList,
     FileResult,
     collect_files,
-    model_infer,
     resolve_device,
 )
 from app.tag_output import (
@@ -41,6 +40,7 @@ from app.tag_output import (
     read_previous,
 )
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from model.runtime import Runtime, RuntimeOptions
 
 EXIT_OK = 0
 EXIT_FAILED_FILES = 1
@@ -157,6 +157,28 @@ def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device] | str:
     return checkpoint, device
 
 
+def _runtime(args: argparse.Namespace, checkpoint: Checkpoint, device: torch.device) -> Runtime:
+    """The model prepared as the service prepares it (precision, memory format, compilation)."""
+    options = RuntimeOptions(
+        precision=args.precision, channels_last=args.channels_last, compile=args.compile
+    )
+    runtime = Runtime(checkpoint.model, device, options, max_batch=args.batch_windows)
+    if args.compile != "off":
+        # Compiles every batch shape now; with "auto" a failure falls back to eager execution.
+        _say(f"compiling batch shapes {list(runtime.shapes)} (this can take minutes)")
+        seconds = runtime.warm_up()
+        info = runtime.info()
+        how = "compiled" if info.compiled else f"not compiled ({info.compile_error})"
+        _say(f"{how} in {seconds:.0f} s")
+    return runtime
+
+
+def _describe_runtime(runtime: Runtime) -> str:
+    info = runtime.info()
+    layout = ", channels-last" if info.channels_last else ""
+    return f"{info.precision}{layout}, {'compiled' if info.compiled else 'eager'}"
+
+
 def run(args: argparse.Namespace) -> int:
     """`tagger tag` with parsed arguments; returns the exit code."""
     _defaults(args)
@@ -207,8 +229,13 @@ def _run(args: argparse.Namespace) -> int:
         segments=args.segments,
         window_seconds=audio.window_seconds,
     )
+    try:
+        runtime = _runtime(args, checkpoint, device)
+    except Exception as error:  # --compile on, and compilation failed
+        _say(f"cannot prepare the model: {type(error).__name__}: {error}")
+        return EXIT_CANNOT_START
     tagger = BatchTagger(
-        model_infer(checkpoint, device),
+        runtime,
         window_samples=audio.window_samples,
         sample_rate=audio.sample_rate,
         batch_windows=args.batch_windows,
@@ -221,7 +248,8 @@ def _run(args: argparse.Namespace) -> int:
         _say(f"cannot write {args.output}: {error.strerror or error}")
         return EXIT_CANNOT_START
     _say(
-        f"{checkpoint.model_id} on {device}, torch threads {args.threads}, decode threads "
+        f"{checkpoint.model_id} on {device} ({_describe_runtime(runtime)}), "
+        f"torch threads {args.threads}, decode threads "
         f"{args.decode_workers}, batches of {args.batch_windows} windows; files to tag: {len(todo)}"
         + (f", {skipped} already in {args.output}" if skipped else "")
     )
