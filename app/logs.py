@@ -109,7 +109,8 @@ def configure_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.set_name("tagger-json")
-    for name in ("tagger", "uvicorn", "py.warnings"):  # uvicorn.error propagates to uvicorn
+    # "model" carries the runtime's warm-up and compile-fallback messages.
+    for name in ("tagger", "model", "uvicorn", "py.warnings"):  # uvicorn.error propagates up
         logger = logging.getLogger(name)
         logger.handlers = [h for h in logger.handlers if h.get_name() != "tagger-json"]
         logger.addHandler(handler)

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     compile: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="torch.compile every batch shape during warm-up; 'auto' falls back to eager "
-        "execution if compilation fails (e.g. no C++ compiler), 'on' makes that fatal.",
+        "execution if compilation fails (e.g. no C++ compiler); with 'on' the service never "
+        "turns ready and /readyz says why.",
     )
     max_chunk_windows: int = Field(
         default=0,
