@@ -221,8 +221,9 @@ def render(schedules: dict[str, dict[str, Model]], results: Path, output: Path, 
             "",
         ]
     out += [
-        "Mean ± sample standard deviation over seeds. `q2l-asl` is the extension below, "
-        "not the paper's model.",
+        "Mean ± sample standard deviation over seeds. "
+        + ", ".join(f"`{n}`" for n in EXTENSIONS)
+        + " are the changes beyond the paper below, not the paper's model.",
         "",
         "## Validation PR-AUC per epoch",
         "",
