@@ -282,16 +282,22 @@ def plot(schedules: dict[str, dict[str, Model]], path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(10, 4), dpi=110)
+    figure = Figure(figsize=(11, 4.2), dpi=110)
     panels = figure.subplots(1, len(schedules), sharey=True, squeeze=False)[0]
+    names = list(dict.fromkeys(n for models in schedules.values() for n in models))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per model throughout
+    handles = {}
     for axes, (schedule, models) in zip(panels, schedules.items(), strict=True):
         for m in models.values():
             curves = m.curves()
             epochs = np.arange(1, curves.shape[1] + 1)
             style = "--" if m.name in EXTENSIONS else "-"
-            (line,) = axes.plot(epochs, curves.mean(axis=0), style, marker="o", ms=3, label=m.name)
+            color = colors[m.name]
+            (handles[m.name],) = axes.plot(
+                epochs, curves.mean(axis=0), style, color=color, marker="o", ms=3, label=m.name
+            )
             axes.fill_between(
-                epochs, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.15
+                epochs, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.12
             )
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         counts = sorted({len(m.runs) for m in models.values()})
@@ -300,8 +306,10 @@ def plot(schedules: dict[str, dict[str, Model]], path: Path) -> None:
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("validation PR-AUC (macro)")
-    panels[-1].legend(fontsize=8)
-    figure.tight_layout()
+    figure.legend(
+        [handles[n] for n in names], names, loc="lower center", ncol=len(names), fontsize=8
+    )
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
 
