@@ -32,7 +32,6 @@ Schedule = Literal["onecycle", "won"]
 SelectBy = Literal["pr_auc", "roc_auc", "loss"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OptimizerName = Literal["adam", "sgd"]
-LossName = Literal["bce", "asl"]
 
 
 class ConfigError(ValueError):
@@ -81,11 +80,6 @@ class TrainConfig:
         weight_decay: L2 penalty of Adam and SGD (coupled, as the reference code).
         warmup: Fraction of the one-cycle schedule spent warming up (OneCycleLR's pct_start).
         momentum: SGD momentum (Nesterov) in the Won schedule.
-        loss: "bce" (the paper: BCE on logits) or "asl" (upstream Query2Label's asymmetric
-            loss, see `training.losses`; an extension, not the paper's recipe).
-        asl_gamma_neg: ASL focusing exponent of negatives.
-        asl_gamma_pos: ASL focusing exponent of positives.
-        asl_clip: ASL probability margin of negatives.
         stages: The Won schedule's stages.
         select_by: Validation metric that picks the best model: "pr_auc", "roc_auc" or "loss".
         eval_crops: Evenly spaced crops per clip in validation and test (Won et al.: 16).
@@ -111,10 +105,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: float = 0.2
     momentum: float = 0.9
-    loss: LossName = "bce"
-    asl_gamma_neg: float = 2.0
-    asl_gamma_pos: float = 0.0
-    asl_clip: float = 0.0
     stages: tuple[Stage, ...] = WON_STAGES
     select_by: SelectBy = "pr_auc"
     eval_crops: int = 16
@@ -137,8 +127,6 @@ class TrainConfig:
             raise ValueError("lr must be positive and weight_decay non-negative")
         if not 0.0 < self.warmup < 1.0:
             raise ValueError(f"warmup must be a fraction in (0, 1), got {self.warmup}")
-        if min(self.asl_gamma_neg, self.asl_gamma_pos, self.asl_clip) < 0:
-            raise ValueError("asl_gamma_neg, asl_gamma_pos and asl_clip must be non-negative")
         if self.num_workers < 0:
             raise ValueError("num_workers must be >= 0")
         if self.schedule == "won" and not self.stages:

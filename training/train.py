@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import SGD, Adam, Optimizer
@@ -33,7 +34,6 @@ from training.data.store import DatasetError, PreparedDataset
 from training.distributed import DistEnv, barrier, gather_objects, sum_tensor, sync_buffers
 from training.evaluate import autocast_dtype, evaluate_split
 from training.export import finalize
-from training.losses import training_loss
 from training.metrics import Metrics
 from training.run import (
     RunDir,
@@ -139,7 +139,6 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     dtype: torch.dtype | None,
     env: DistEnv,
-    config: TrainConfig,
     *,
     progress: bool,
     desc: str,
@@ -153,15 +152,8 @@ def _train_epoch(
         labels = labels.to(env.device, non_blocking=True)
         with torch.autocast(env.device.type, dtype=dtype, enabled=dtype is not None):
             logits = net(waveforms)
-        # On logits in float32: the paper's BCELoss on sigmoid outputs, but autocast-safe.
-        loss = training_loss(
-            config.loss,
-            logits.float(),
-            labels,
-            gamma_neg=config.asl_gamma_neg,
-            gamma_pos=config.asl_gamma_pos,
-            clip=config.asl_clip,
-        )
+        # BCE on logits in float32: the paper's BCELoss on sigmoid outputs, but autocast-safe.
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         scaler.step(optimizer)
@@ -312,7 +304,6 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
             scaler,
             dtype,
             env,
-            config,
             progress=config.progress and env.is_main,
             desc=f"epoch {epoch + 1}/{total}",
         )

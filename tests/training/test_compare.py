@@ -94,27 +94,30 @@ def test_compare_a_variant_with_changed_training_settings(
                 # hcnn is not compared this time: its overrides are ignored.
                 "overrides": {name: TINY_MODELS[name] for name in ("q2l-small", "rescnn", "hcnn")},
                 "variants": {
-                    "q2l-asl": {"preset": "q2l-small", "loss": "asl", "asl_gamma_neg": 3.0}
+                    "q2l-sa": {
+                        "preset": "q2l-small",
+                        "lr": 3e-4,
+                        "model": {"decoder_self_attention": True},
+                    }
                 },
             }
         )
     )
     out = tmp_path / "compare"
-    args = ["compare", "--models", "rescnn,q2l-asl", "--repeats", "1"]
+    args = ["compare", "--models", "rescnn,q2l-sa", "--repeats", "1"]
     args += ["--data", str(small_prepared), "--config", str(config), "--no-progress"]
     assert main([*args, "--out", str(out)]) == 0
 
-    saved = json.loads((out / "q2l-asl" / "seed-0" / "config.json").read_text())
+    saved = json.loads((out / "q2l-sa" / "seed-0" / "config.json").read_text())
     assert saved["architecture"] == "q2l"
-    assert saved["train"]["loss"] == "asl"
-    assert saved["train"]["asl_gamma_neg"] == 3.0
+    assert saved["train"]["lr"] == 3e-4
+    assert saved["model_config"]["decoder_self_attention"] is True
+    # The preset's overrides apply to its variants, under the variant's own model changes.
     assert saved["model_config"]["d_model"] == TINY_MODELS["q2l-small"]["d_model"]
-    assert (
-        json.loads((out / "rescnn" / "seed-0" / "config.json").read_text())["train"]["loss"]
-        == "bce"
-    )
+    rescnn = json.loads((out / "rescnn" / "seed-0" / "config.json").read_text())
+    assert rescnn["train"]["lr"] == 1e-4
     rows = (out / "results.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[0] for row in rows] == ["rescnn", "q2l-asl"]
+    assert [row.split(",")[0] for row in rows] == ["rescnn", "q2l-sa"]
 
 
 @pytest.mark.parametrize(
@@ -122,7 +125,7 @@ def test_compare_a_variant_with_changed_training_settings(
     [
         ('preset = "resnet"', "needs preset"),
         ('preset = "rescnn"\nseed = 3', "cannot set seed"),
-        ('preset = "rescnn"\nloss = "focal"', "loss must be one of"),
+        ('preset = "rescnn"\nschedule = "fast"', "schedule must be one of"),
         ('preset = "rescnn"\n[overrides.resnet]\nchannels = [8]', "unknown presets: resnet"),
     ],
 )
