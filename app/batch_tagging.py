@@ -228,7 +228,8 @@ class BatchTagger:
         try:
             samples, container = _read_and_decode(path, self.sample_rate, self.max_seconds)
         except AudioDecodeError as error:
-            return FileResult(path=path, error=str(error))
+            # The decoder saw the absolute path; the record names the file as the user did.
+            return FileResult(path=path, error=str(error).replace(os.path.abspath(path), path))
         except Exception as error:  # a decoder tripping over a hostile file is the file's fault
             return FileResult(path=path, error=f"could not decode the audio: {error!r}")
         windows = split_windows(samples, self.window_samples)

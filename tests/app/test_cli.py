@@ -225,6 +225,7 @@ def test_tag_writes_json_and_skips_a_corrupt_file(
     assert records["b.ogg"]["format"] == "ogg"
     assert records["sub/c.flac"]["duration_seconds"] == pytest.approx(6.0, abs=0.01)
     assert "could not decode the audio" in records["broken.mp3"]["error"]
+    assert str(folder) not in records["broken.mp3"]["error"]  # the file as the user named it
     assert "tags" not in records["broken.mp3"]
     assert "failed: broken.mp3: could not decode the audio" in run.err
     assert "files: 3 tagged, 1 failed, 0 skipped" in run.err
