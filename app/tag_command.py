@@ -87,13 +87,12 @@ def _defaults(args: argparse.Namespace) -> None:
         args.threads = max(1, (os.cpu_count() or 1) - args.decode_workers)
 
 
-def _check(args: argparse.Namespace, n_tags: int) -> str | None:
+def _check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, before anything is loaded (the vocabulary size aside)."""
     if args.resume and args.format not in RESUMABLE:
         return f"--resume needs --format {', '.join(RESUMABLE)} (a table cannot be read back)"
     if args.resume and args.output is None:
         return "--resume needs --output FILE: the output it continues"
-    if not 1 <= args.top_k <= n_tags:
-        return f"--top-k must be between 1 and {n_tags} (the vocabulary size), got {args.top_k}"
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return f"--threshold must lie in [0, 1], got {args.threshold}"
     for name in ("batch_windows", "decode_workers", "threads"):
@@ -182,6 +181,10 @@ def _describe_runtime(runtime: Runtime) -> str:
 def run(args: argparse.Namespace) -> int:
     """`tagger tag` with parsed arguments; returns the exit code."""
     _defaults(args)
+    problem = _check(args)
+    if problem:
+        _say(problem)
+        return EXIT_CANNOT_START
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -198,9 +201,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_START
     checkpoint, device = loaded
     metadata = checkpoint.metadata
-    problem = _check(args, len(metadata.tags))
-    if problem:
-        _say(problem)
+    n_tags = len(metadata.tags)
+    if not 1 <= args.top_k <= n_tags:
+        _say(f"--top-k must be between 1 and {n_tags} (the vocabulary size), got {args.top_k}")
         return EXIT_CANNOT_START
 
     listing = collect_files(args.paths, recursive=args.recursive)

@@ -374,6 +374,7 @@ def test_an_interrupted_run_keeps_its_results_and_resume_finishes_it(
         (["--format", "jsonl", "--resume"], "--resume needs --output FILE"),
         (["--top-k", "51"], "--top-k must be between 1 and 50"),
         (["--batch-windows", "0"], "--batch-windows must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
     ],
 )
 def test_tag_refuses_bad_options(
