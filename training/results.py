@@ -120,7 +120,7 @@ def collect(runs: Path, schedule: str, dest: Path) -> list[Path]:
             "seed": train["seed"],
             "architecture": saved["architecture"],
             "parameters": saved["parameters"],
-            "train": {key: train[key] for key in _TRAIN_KEYS},
+            "train": {key: train[key] for key in _TRAIN_KEYS if key in train},
             "model_overrides": train["model"],
             "window_samples": saved["model_config"]["audio"]["window_samples"],
             "best_epoch": final["best_epoch"],

@@ -60,8 +60,8 @@ def _compare_commands(schedules: dict[str, dict[str, Model]]) -> list[str]:
                     group.remove(name)
             if name in models:
                 lines.append(
-                    f"# {name}: as below with --models {name}, at commit {commit} "
-                    "(the option was removed after this test)"
+                    f"# {name} (--repeats {len(models[name].runs)}): the same command at commit "
+                    f"{commit}; the option was removed after this test"
                 )
         for repeats, names in sorted((r, n) for r, n in groups.items() if n):
             lines += [
@@ -118,6 +118,11 @@ def render(schedules: dict[str, dict[str, Model]], results: Path, output: Path, 
         {r["seed"] for models in schedules.values() for m in models.values() for r in m.runs}
     )
     logged, medians = timing_table(schedules, clips["train"])
+    most = max(len(m.runs) for models in schedules.values() for m in models.values())
+    fewer = sorted(
+        {m.name for ms in schedules.values() for m in ms.values() if len(m.runs) < most},
+        key=lambda n: [*any_models, n].index(n),
+    )
     timing_path = results / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
     bench = benchmark_epochs(timing, clips["train"], clips["valid"]) if timing else None
@@ -132,6 +137,16 @@ def render(schedules: dict[str, dict[str, Model]], results: Path, output: Path, 
         if winners
         else "no change beat the paper's Q2L on every schedule"
     ) + (f"; {' and '.join(losers)} did not" if winners and losers else "")
+    per_schedule = [
+        f"{EXTENSIONS[n]} "
+        + ", ".join(
+            f"{paired_difference(ms[n], ms[Q2L], 'pr_auc')[0]:+.3f} ({s})"
+            for s, ms in schedules.items()
+            if n in ms and Q2L in ms
+        )
+        for n in ext_wins
+    ]
+    ext_summary += f" (test PR-AUC against Q2L: {'; '.join(per_schedule)})"
     subset = ", ".join(
         f"{clips[s]:,} of {available[s]:,} {s}" if s in available else f"{clips[s]:,} {s}"
         for s in ("train", "valid", "test")
@@ -202,7 +217,8 @@ def render(schedules: dict[str, dict[str, Model]], results: Path, output: Path, 
         f"warm-up stepped per batch, batch {recipe['batch_size']}, BCE on logits, one random "
         "crop per window and epoch, fp32. Two schedules: "
         + ", ".join(f"**{s}** {e} epochs ({steps[s]} steps)" for s, e in epochs.items())
-        + f"; seeds {', '.join(map(str, seeds))} for every model (runs per model in the "
+        + f"; seeds {seeds[0]}–{seeds[-1]} (seed n is the same data order for every model), "
+        f"fewer for {', '.join(fewer) or 'none'} within the time budget (runs per model in the "
         "tables). Budget deviations, the same for every model: peak learning rate "
         f"{recipe['lr']:g} instead of 1e-4 (a few hundred steps instead of the paper's ~19,000), "
         "every channel width divided by 8, a subset of the training windows.",
