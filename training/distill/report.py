@@ -80,9 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     test = load_split(args.cache, "test")
     teacher = load_checkpoint(TEACHER_WEIGHTS).model
-    students = {"q2l-small student": load_checkpoint(args.student).model}
+    checkpoints = {"q2l-small student": load_checkpoint(args.student)}
     if args.baseline:
-        students["ResCNN student"] = load_checkpoint(args.baseline).model
+        checkpoints["ResCNN student"] = load_checkpoint(args.baseline)
+    students = {name: checkpoint.model for name, checkpoint in checkpoints.items()}
+    rows_budget = []
+    for name, checkpoint in checkpoints.items():
+        provenance = checkpoint.metadata.provenance
+        recipe, metrics = provenance.get("recipe", {}), provenance.get("metrics", {})
+        valid = metrics.get("valid_agreement_roc_auc", float("nan"))
+        rows_budget.append(
+            f"| {name} | {checkpoint.metadata.preset} | {checkpoint.model.num_parameters():,} "
+            f"| {recipe.get('epochs', '?')} | {valid:.4f} |"
+        )
     teacher_scores = score_split(teacher, test)
     rows_agree, rows_instr, rows_speed = [], [], []
     for name, model in students.items():
@@ -135,6 +145,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "|---|---|---|",
         *[f"| {n} | {s:.1f} | {s / teacher_speed:.2f}x |" for n, s in rows_speed],
         f"| teacher (MTT_musicnn) | {teacher_speed:.1f} | 1.00x |",
+        "",
+        "## Training budgets of the compared students",
+        "",
+        "Both students come from `python -m training.distill.train` with the same data, targets, "
+        "optimiser and batch size; the epochs (the length of the cosine schedule) are taken from "
+        "each checkpoint's recorded recipe, the validation agreement from its metrics. The epoch "
+        "logs of the committed report are copied to `docs/logs/distill-<preset>.csv`.",
+        "",
+        "| model | preset | parameters | epochs | validation agreement ROC-AUC |",
+        "|---|---|---|---|---|",
+        *rows_budget,
         "",
     ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
