@@ -351,6 +351,9 @@ def main() -> int:
     parser.add_argument("--max-batch-windows", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: the service default")
+    parser.add_argument(
+        "--max-concurrent-decodes", type=int, default=0, help="0: the service default"
+    )
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--ceiling-seconds", type=float, default=4.0)
     parser.add_argument("--music", type=Path, default=ROOT / "data" / "music")
@@ -429,6 +432,8 @@ def main() -> int:
                 # Measure the batcher, not the admission bound (which defaults to 32 requests).
                 "max_inflight_requests": 4 * max(args.concurrency),
             }
+            if args.max_concurrent_decodes:
+                settings["max_concurrent_decodes"] = args.max_concurrent_decodes
             with service(checkpoint, settings) as url:
                 for concurrency in args.concurrency:
                     levels.append(measure(url, clip, mode, concurrency, args.requests_per_client))
