@@ -27,7 +27,7 @@ from torch import Tensor
 
 from app.decoding import AudioDecodeError, decode_audio
 from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
-from model.inference import default_device, split_windows, window_starts
+from model.inference import split_windows, window_starts
 
 InferFn = Callable[[Tensor], Tensor]
 """(N, window_samples) float32 windows -> (N, n_tags) float32 probabilities on the CPU."""
@@ -138,16 +138,6 @@ def collect_files(paths: Iterable[str | Path], *, recursive: bool) -> FileList:
             else:
                 add(entry)
     return FileList(files, unusable, ignored, subfolders)
-
-
-def resolve_device(setting: str) -> torch.device:
-    """The torch device for "auto", "cpu", "cuda" or "cuda:N"; refuses CUDA when there is none."""
-    if setting == "auto":
-        return default_device()
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {setting!r} was requested but CUDA is not available")
-    return device
 
 
 @dataclass

@@ -202,7 +202,7 @@ def serve(args: argparse.Namespace) -> int:
     from app.logs import configure_logging
     from app.main import create_app
     from app.server import run_server
-    from app.service import resolve_device
+    from model.runtime import resolve_device
 
     try:
         resolve_device(settings.device)

@@ -66,11 +66,10 @@ from model.checkpoint import load_checkpoint
 from model.inference import (
     TrackPrediction,
     aggregate,
-    default_device,
     split_windows,
     window_starts,
 )
-from model.runtime import Runtime, RuntimeOptions
+from model.runtime import Runtime, RuntimeOptions, resolve_device
 
 logger = logging.getLogger("tagger.service")
 
@@ -90,16 +89,6 @@ class TagOptions:
     top_k: int = 10
     threshold: float | None = None
     segments: bool = False
-
-
-def resolve_device(setting: str) -> torch.device:
-    """The torch device for the `device` setting; refuses CUDA when there is none."""
-    if setting == "auto":
-        return default_device()
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {setting!r} was requested but CUDA is not available")
-    return device
 
 
 def resolve_threads(setting: int) -> int:

@@ -25,7 +25,6 @@ from app.batch_tagging import (
     FileList,
     FileResult,
     collect_files,
-    resolve_device,
 )
 from app.tag_output import (
     RESUMABLE,
@@ -40,7 +39,7 @@ from app.tag_output import (
     read_previous,
 )
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from model.runtime import Runtime, RuntimeOptions
+from model.runtime import Runtime, RuntimeOptions, resolve_device
 
 EXIT_OK = 0
 EXIT_FAILED_FILES = 1

@@ -56,6 +56,20 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def resolve_device(setting: str) -> torch.device:
+    """The device for "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+
+    Raises:
+        RuntimeError: CUDA was asked for and there is none.
+    """
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {setting!r} was requested but CUDA is not available")
+    return device
+
+
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device (None means fp32).
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from model.base import TaggingModel
 from model.checkpoint import save_checkpoint
 from model.inference import default_device
+from model.runtime import Precision, resolve_precision
 from model.zoo import build_model
 from training.distill.data import (
     Split,
@@ -58,25 +60,9 @@ class DistillConfig:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The mixed-precision dtype to train with, or None for fp32."""
-    if precision == "fp32":
-        return None
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # On CPU, bf16 only pays where the hardware does it natively; elsewhere it is emulated.
-    capability = torch.backends.cpu.get_cpu_capability()
-    native = "AVX512" in capability and _cpu_has_bf16()
-    return torch.bfloat16 if native else None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """The mixed-precision dtype to train with, or None for fp32: the inference runtime's rule
+    (bf16 only where the hardware computes it natively; fp16 on CUDA without bf16)."""
+    return resolve_precision(cast(Precision, precision), device)
 
 
 def agreement(
