@@ -2,17 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.app.conftest import file_server
 
-import pytest
-
-from tests.app.servers import FileServer
-
-
-@pytest.fixture
-def file_server() -> Iterator[FileServer]:
-    server = FileServer()
-    try:
-        yield server
-    finally:
-        server.close()
+__all__ = ["file_server"]  # the loopback file server of the service tests, shared
