@@ -251,9 +251,6 @@ class BatchTagger:
 
     def tag(self, files: Sequence[str]) -> Iterator[FileResult]:
         """Tag `files`, yielding one result per file in the same order."""
-        # Quiet audio produces denormal floats, which slow CPU convolutions up to tenfold; the
-        # flag is per thread, and the model runs in the thread that iterates this generator.
-        previous_flush = torch.set_flush_denormal(True)
         lookahead = 2 * self.decode_workers
         pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tagger-decode")
         submitted: deque[tuple[int, Future[_Decoded | FileResult]]] = deque()
@@ -299,7 +296,6 @@ class BatchTagger:
                     next_yield += 1
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-            torch.set_flush_denormal(previous_flush)
 
     def _take_batch(self, queue: deque[_Decoded]) -> tuple[list[tuple[_Decoded, int, int]], Tensor]:
         """Up to `batch_windows` windows from the head of the queue: (parts, windows)."""

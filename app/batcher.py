@@ -270,9 +270,6 @@ class Batcher:
     # ----- worker side ---------------------------------------------------------------------
 
     def _run(self, warmup: bool) -> None:
-        # Quiet audio produces denormal floats, which slow CPU convolutions up to tenfold;
-        # the flag is per thread, so it is set in the thread that runs the model.
-        torch.set_flush_denormal(True)
         if warmup:
             try:
                 self._warm_up()

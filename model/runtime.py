@@ -220,16 +220,20 @@ class Runtime:
             raise ValueError(
                 f"expected windows (N, {self.window_samples}), got {tuple(windows.shape)}"
             )
-        if self.device.type == "cpu":
-            # Quiet audio yields denormal floats, which slow CPU convolutions up to tenfold;
-            # the flag is per thread, so it is set by whichever thread calls.
-            torch.set_flush_denormal(True)
-        outputs = []
-        offset = 0
-        for size in split_sizes(windows.shape[0], self.shapes):
-            chunk = windows[offset : offset + size]
-            outputs.append(self._run(chunk))
-            offset += size
+        # Quiet audio yields denormal floats, which slow CPU convolutions up to tenfold. The
+        # flag belongs to the calling thread, so it is on only for the duration of the call:
+        # callers (tests with hypothesis, numerical code) keep IEEE behaviour outside it.
+        flush = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            outputs = []
+            offset = 0
+            for size in split_sizes(windows.shape[0], self.shapes):
+                chunk = windows[offset : offset + size]
+                outputs.append(self._run(chunk))
+                offset += size
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
         if not outputs:
             return torch.empty(0, self.n_classes)
         return torch.cat(outputs)
