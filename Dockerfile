@@ -37,8 +37,8 @@ RUN --mount=type=secret,id=cacert,required=false \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi; \
     python3 -m venv /venv; \
     if [ "$TORCH_FLAVOUR" != "cu130" ]; then \
-      python3 -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print("\n".join(d for d in deps if d.split("==")[0] in ("torch", "torchaudio")))' > /tmp/torch.txt; \
-      /venv/bin/pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/$TORCH_FLAVOUR" -r /tmp/torch.txt; \
+      python3 -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print("\n".join(d for d in deps if d.split("==")[0] in ("torch", "torchaudio")))' > torch-pins.txt; \
+      /venv/bin/pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/$TORCH_FLAVOUR" -r torch-pins.txt; \
     fi; \
     /venv/bin/pip install --no-cache-dir .; \
     /venv/bin/pip check; \
