@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -108,13 +109,11 @@ def throughput(runtime: Runtime, batch_size: int, budget_s: float) -> float:
 
 def eager_fp32(checkpoint: Path, max_batch: int) -> Runtime:
     """The plain baseline: fp32, default memory format, no compilation, whole batches."""
-    options = RuntimeOptions(precision="fp32", channels_last=False, compile="off")
-    return Runtime(
-        load_checkpoint(checkpoint).model,
-        torch.device("cpu"),
-        RuntimeOptions(**{**options.__dict__, "max_chunk": max_batch}),
-        max_batch=max_batch,
+    options = RuntimeOptions(
+        precision="fp32", channels_last=False, compile="off", max_chunk=max_batch
     )
+    model = load_checkpoint(checkpoint).model
+    return Runtime(model, torch.device("cpu"), options, max_batch=max_batch)
 
 
 def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048) -> float:
@@ -185,7 +184,7 @@ def network_profile(fast: Runtime, batch: int) -> str:
     (a compiled graph hides its operators inside generated kernels)."""
     from torch.profiler import ProfilerActivity, profile
 
-    options = RuntimeOptions(**{**fast.options.__dict__, "compile": "off"})
+    options = dataclasses.replace(fast.options, compile="off")
     eager = Runtime(fast.model, fast.device, options, max_batch=batch)
     windows = 0.1 * torch.randn(batch, fast.window_samples)
     eager(windows)
