@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from app.decoding import AudioDecodeError, decode_audio
-from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
+from model.audio.decode import AudioDecodeError, decode_audio
+from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.inference import split_windows, window_starts
 
 InferFn = Callable[[Tensor], Tensor]

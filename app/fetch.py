@@ -40,7 +40,7 @@ from app.problems import (
     ProblemError,
 )
 from app.settings import Settings
-from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
+from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 
 logger = logging.getLogger("tagger.fetch")
 

@@ -27,13 +27,6 @@ from app.batcher import (
     QueueFullError,
     TooManyWindowsError,
 )
-from app.decoding import (
-    AudioDecodeError,
-    AudioTooLongError,
-    DecodedAudio,
-    EmptyAudioError,
-    decode_audio,
-)
 from app.fetch import Fetcher, Resolver
 from app.metrics import Metrics
 from app.problems import (
@@ -61,7 +54,14 @@ from app.schemas import (
     Timings,
 )
 from app.settings import Settings
-from app.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
+from model.audio.decode import (
+    AudioDecodeError,
+    AudioTooLongError,
+    DecodedAudio,
+    EmptyAudioError,
+    decode_audio,
+)
+from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.checkpoint import load_checkpoint
 from model.inference import (
     TrackPrediction,

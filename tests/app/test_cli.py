@@ -19,9 +19,9 @@ import torch
 
 from app.batch_tagging import BatchTagger, InferFn
 from app.cli import _missing_checkpoint_message, main
-from app.decoding import decode_audio
 from app.settings import default_checkpoint_path
 from app.tag_output import read_previous
+from model.audio.decode import decode_audio
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.inference import predict_track
 from model.runtime import Runtime, RuntimeOptions

@@ -1,4 +1,4 @@
-"""Settings from the environment, and content sniffing."""
+"""Settings from the environment."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 
 import model
 from app.settings import Settings, default_checkpoint_path
-from app.sniff import sniff_audio
-from tests.app.audio import FORMATS, encode
 
 
 def test_environment_with_the_tagger_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,24 +57,3 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_settings_are_refused(values: dict[str, object], words: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=words):
         Settings(**values)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_sniffing_recognises_every_supported_format(fmt: str) -> None:
-    assert sniff_audio(encode(fmt, 0.5)[:16]) is not None
-
-
-@pytest.mark.parametrize(
-    "head",
-    [
-        b"",
-        b"ID",
-        b"#EXTM3U\n#EXTINF:10,\nhttp://169.254.169.254/",  # a playlist, not audio
-        b"ffconcat version 1.0\nfile /etc/passwd",
-        b"\x89PNG\r\n\x1a\n" + bytes(8),
-        b"<!doctype html>",
-        b"\xff\xd8\xff\xe0" + bytes(12),  # JPEG
-    ],
-)
-def test_sniffing_refuses_everything_else(head: bytes) -> None:
-    assert sniff_audio(head) is None

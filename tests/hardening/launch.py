@@ -30,12 +30,12 @@ from torch import Tensor
 
 import app.service as service_module
 from app.batcher import InferFn
-from app.decoding import decode_audio
 from app.fetch import IPAddress, Resolver, system_resolver
 from app.logs import configure_logging
 from app.main import create_app
 from app.server import run_server
 from app.settings import Settings
+from model.audio.decode import decode_audio
 
 
 def mapped_resolver(

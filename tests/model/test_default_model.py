@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.decoding import decode_audio
+from model.audio.decode import decode_audio
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.inference import predict_track
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.decoding import decode_audio
+from model.audio.decode import decode_audio
 from model.checkpoint import load_checkpoint
 from model.inference import split_windows
 from model.runtime import (

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.decoding import decode_audio
+from model.audio.decode import decode_audio
 from model.inference import evaluation_crops
 from model.tags import custom_vocabulary
 from tests.training.fakes import FakeMtat

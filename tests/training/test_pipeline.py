@@ -12,7 +12,7 @@ import pytest
 import torch
 from starlette.testclient import TestClient
 
-from app.decoding import decode_audio
+from model.audio.decode import decode_audio
 from model.checkpoint import load_checkpoint
 from model.inference import predict_track
 from model.tags import MTAT_TAG_NAMES, MTAT_TAGS

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from app.decoding import decode_audio
+from model.audio.decode import decode_audio
 from model.tags import MTAT_TAG_NAMES
 from training.distill import render
 from training.distill.render import (

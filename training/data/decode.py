@@ -1,6 +1,6 @@
 """Decode many audio files once, in parallel, into a DatasetWriter.
 
-Files are decoded with the service's own decoder (`app.decoding.decode_audio`: PyAV, with a
+Files are decoded with the service's own decoder (`model.audio.decode.decode_audio`: PyAV, with a
 soundfile fallback), so training sees exactly the waveforms the service will see. A file that
 does not decode is skipped with a warning and counted; MagnaTagATune has a few broken mp3s.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from app.decoding import AudioDecodeError, decode_audio
+from model.audio.decode import AudioDecodeError, decode_audio
 from model.tags import Tag
 from training.data.store import (
     DatasetError,

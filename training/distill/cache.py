@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.decoding import AudioDecodeError, decode_audio
+from model.audio.decode import AudioDecodeError, decode_audio
 from model.base import TaggingModel
 from model.checkpoint import load_checkpoint
 from model.inference import predict_windows, split_windows, window_starts

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from app.decoding import CLIP, AudioDecodeError, AudioTooLongError, decode_audio
+from model.audio.decode import CLIP, AudioDecodeError, AudioTooLongError, decode_audio
 from tests.app.audio import encode, music
 from tests.hardening.corpus import flip_bits, silent_flac, wav_bytes
 
