@@ -47,6 +47,17 @@ class MelConfig:
     The defaults are the paper's (Won et al.'s) front end: HTK mel scale, no filter
     normalisation, power to dB. Musicnn uses Slaney mels (as librosa) with `log10(10000·x + 1)`
     compression, which is what its published weights were trained on.
+
+    Args:
+        n_fft: FFT size in samples (also the window length of the STFT).
+        hop_length: Samples between frames.
+        n_mels: Mel bands.
+        f_min: Lowest mel band edge, Hz.
+        f_max: Highest mel band edge, Hz.
+        mel_scale: "htk" or "slaney" mel formula.
+        slaney_norm: Normalise each filter to unit area (librosa's default, Slaney's).
+        pad_mode: How the STFT pads the centred first and last frames.
+        compression: "db" (power to decibels) or "log10" (log10(10000·x + 1), musicnn's).
     """
 
     n_fft: int = 512
@@ -117,7 +128,12 @@ def config_from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Fields every architecture has; each model's config extends it."""
+    """Fields every architecture has; each model's config extends it.
+
+    Args:
+        n_classes: Number of tags the network scores, one logit each.
+        audio: What the network expects of its input waveform.
+    """
 
     n_classes: int = 50
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)

@@ -26,6 +26,20 @@ _MIDI_C1 = 24
 
 @dataclass(frozen=True)
 class HarmonicCNNConfig(ModelConfig):
+    """Won et al.'s Harmonic CNN; the defaults are the reference model (3.6 M, 80,000 samples).
+
+    Args:
+        n_classes: Number of tags, one sigmoid output each.
+        audio: Sample rate and window length the model reads.
+        n_fft: FFT size of the linear spectrogram the harmonic filters read.
+        hop_length: Hop of that spectrogram, in samples.
+        n_harmonics: Harmonics per band; each becomes one input channel of the CNN.
+        semitone_scale: Filter bands per semitone of the fundamental.
+        bandwidth_q: Initial Q factor of the learnable triangular band filters.
+        channels: Width of the 2-D convolution stack.
+        dropout: Dropout before the final classifier layer.
+    """
+
     n_fft: int = 512
     hop_length: int = 256
     n_harmonics: int = 6

@@ -38,10 +38,27 @@ def _musicnn_mel() -> MelConfig:
 
 @dataclass(frozen=True)
 class MusicnnConfig(ModelConfig):
+    """Pons et al.'s Musicnn laid out like the TensorFlow original (MTT_musicnn's layout).
+
+    Args:
+        n_classes: Number of tags, one sigmoid output each.
+        audio: Sample rate and window length the model reads (16 kHz, 48,000 samples = 3 s).
+        mel: Front end of the published weights: 96 Slaney mels, log10(10000·x + 1).
+        timbral_filters: Filters of each timbral (vertical) convolution.
+        timbral_heights: Kernel heights of the timbral convolutions, as fractions of n_mels.
+        temporal_filters: Filters of each temporal (horizontal) convolution.
+        temporal_lengths: Kernel lengths of the temporal convolutions, in frames.
+        midend_filters: Filters of each mid-end 1-D convolution layer.
+        midend_layers: Mid-end layers; each after the first adds a residual, and the back end
+            pools the front end and every mid-end output together.
+        dense_units: Width of the penultimate dense layer of the back end.
+        dropout: Dropout before the output layer.
+    """
+
     audio: AudioConfig = field(default_factory=lambda: AudioConfig(window_samples=48000))
     mel: MelConfig = field(default_factory=_musicnn_mel)
     timbral_filters: int = 204
-    timbral_heights: tuple[float, ...] = (0.4, 0.7)  # kernel heights as fractions of n_mels
+    timbral_heights: tuple[float, ...] = (0.4, 0.7)
     temporal_filters: int = 51
     temporal_lengths: tuple[int, ...] = (128, 64, 32)
     midend_filters: int = 64

@@ -32,6 +32,26 @@ from model.frontend import MelFrontEnd
 
 @dataclass(frozen=True)
 class Q2LConfig(ModelConfig):
+    """The Query2Label tagger's architecture; the defaults are the paper's model.
+
+    Args:
+        n_classes: Number of tags; one learnable label query and one output per tag.
+        audio: Sample rate and window length the model reads (16 kHz, 59,049 samples).
+        mel: Log-mel front end (n_fft 512, hop 256, 128 HTK mels, 0-8 kHz, dB).
+        backbone_channels: Output width of each stride-2 residual block; the number of entries
+            is the number of blocks (5 turn 128 × 231 mel frames into a 4 × 8 grid).
+        head_dropout: Dropout inside the 1×1 dense head between backbone and transformer.
+        d_model: Width of the tokens, label queries and every transformer layer.
+        n_heads: Attention heads per layer; must divide `d_model`.
+        n_encoder_layers: Self-attention layers over the audio tokens (0 feeds the backbone's
+            tokens to the decoder directly).
+        n_decoder_layers: Layers in which the label queries cross-attend to the audio tokens.
+        dim_feedforward: Hidden width of each layer's feed-forward block.
+        dropout: Dropout in attention, feed-forward and residual paths of the transformer.
+        decoder_self_attention: Let label queries attend to each other too (Q2L removes this;
+            re-adding it is a cheap ablation).
+    """
+
     mel: MelConfig = field(default_factory=MelConfig)
     backbone_channels: tuple[int, ...] = (128, 128, 256, 256, 512)
     head_dropout: float = 0.5
@@ -41,7 +61,6 @@ class Q2LConfig(ModelConfig):
     n_decoder_layers: int = 2
     dim_feedforward: int = 2048
     dropout: float = 0.1
-    # Q2L removes self-attention between label queries; re-adding it is a cheap ablation.
     decoder_self_attention: bool = False
 
     def __post_init__(self) -> None:
@@ -216,20 +235,31 @@ class Query2Label(TaggingModel):
                     nn.init.xavier_uniform_(parameter)
 
     def tokens(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
-        """Audio tokens and their position encoding: (B, H·W, d_model) and (1, H·W, d_model)."""
-        features = self.input_proj(self.dense(self.backbone(self.frontend(waveform))))
+        """Audio tokens and their position encoding: (B, H·W, d_model) and (1, H·W, d_model).
+
+        Shapes are given for the paper's geometry (59,049 samples, 5 blocks, d_model 512).
+        """
+        mel = self.frontend(waveform)  # (B, T) -> (B, 1, 128 mels, 231 frames)
+        features = self.backbone(mel)  # -> (B, C, 4, 8): each block halves both axes
+        features = self.dense(features)  # -> (B, C, 4, 8), 1×1 convolutions
+        features = self.input_proj(features)  # -> (B, d_model, 4, 8)
         _, _, height, width = features.shape
-        pos = sine_position_encoding(
+        pos = sine_position_encoding(  # (H·W, d_model), from the actual grid
             height, width, self.config.d_model, device=features.device, dtype=features.dtype
         )
+        # (B, d_model, H, W) -> (B, H·W, d_model): frequency-major tokens, as `pos` is laid out
         return features.flatten(2).transpose(1, 2), pos.unsqueeze(0)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        memory, pos = self.tokens(waveform)
+        memory, pos = self.tokens(waveform)  # (B, 32, d_model), (1, 32, d_model)
         for layer in self.encoder:
-            memory = layer(memory, pos)
+            memory = layer(memory, pos)  # (B, 32, d_model): tokens attend to each other
+        # One learnable query per label, shared by the batch: (n_classes, d) -> (B, n_classes, d)
         query_pos = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        hidden = torch.zeros_like(query_pos)
+        # The decoder's content starts at zero; the label embedding is re-added at every layer
+        # as the query's "position", as in the released code.
+        hidden = torch.zeros_like(query_pos)  # (B, n_classes, d_model)
         for layer in self.decoder:
-            hidden = layer(hidden, memory, pos, query_pos)
-        return self.classifier(self.decoder_norm(hidden))
+            hidden = layer(hidden, memory, pos, query_pos)  # each query cross-attends to memory
+        hidden = self.decoder_norm(hidden)  # (B, n_classes, d_model)
+        return self.classifier(hidden)  # (B, n_classes): one logit per label, from its query

@@ -21,6 +21,16 @@ from model.frontend import MelFrontEnd
 
 @dataclass(frozen=True)
 class ResCNNConfig(ModelConfig):
+    """Won et al.'s short-chunk ResCNN; the defaults are the reference model (12.1 M).
+
+    Args:
+        n_classes: Number of tags, one sigmoid output each.
+        audio: Sample rate and window length the model reads (16 kHz, 59,049 samples).
+        mel: Log-mel front end (the same as Query2Label's).
+        channels: Output width of each stride-2 residual block; one entry per block.
+        dropout: Dropout before the final classifier layer.
+    """
+
     mel: MelConfig = field(default_factory=MelConfig)
     channels: tuple[int, ...] = (128, 128, 256, 256, 256, 256, 512)
     dropout: float = 0.5
