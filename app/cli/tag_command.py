@@ -9,9 +9,7 @@ finished is written, so --resume continues from there).
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,13 +18,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from app.batch_tagging import (
+from app.cli.batch_tagging import (
     BatchTagger,
     FileList,
     FileResult,
     collect_files,
 )
-from app.tag_output import (
+from app.cli.options import TagRunOptions
+from app.cli.output import (
     RESUMABLE,
     CsvWriter,
     Describer,
@@ -75,43 +74,32 @@ class _Tally:
         return self.audio_seconds / max(time.monotonic() - self.started, 1e-9)
 
 
-def _defaults(args: argparse.Namespace) -> None:
-    """Fill options left unset: the table shows fewer tags, and CPUs get small batches (on this
-    kind of CPU larger batches cost throughput, see docs/performance.md)."""
-    if args.top_k is None:
-        args.top_k = 5 if args.format == "table" else 10
-    if args.decode_workers is None:
-        args.decode_workers = 1 if (os.cpu_count() or 1) <= 4 else 2
-    if args.threads is None:
-        args.threads = max(1, (os.cpu_count() or 1) - args.decode_workers)
-
-
-def _check(args: argparse.Namespace) -> str | None:
+def _check(options: TagRunOptions) -> str | None:
     """What is wrong with the options, before anything is loaded (the vocabulary size aside)."""
-    if args.resume and args.format not in RESUMABLE:
+    if options.resume and options.format not in RESUMABLE:
         return f"--resume needs --format {', '.join(RESUMABLE)} (a table cannot be read back)"
-    if args.resume and args.output is None:
+    if options.resume and options.output is None:
         return "--resume needs --output FILE: the output it continues"
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        return f"--threshold must lie in [0, 1], got {args.threshold}"
+    if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+        return f"--threshold must lie in [0, 1], got {options.threshold}"
     for name in ("batch_windows", "decode_workers", "threads"):
-        if getattr(args, name) < 1:
-            return f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        return f"--max-seconds must be positive, got {args.max_seconds}"
+        if getattr(options, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}"
+    if options.max_seconds is not None and options.max_seconds <= 0:
+        return f"--max-seconds must be positive, got {options.max_seconds}"
     return None
 
 
 def _writer(
-    args: argparse.Namespace, describer: Describer, files: list[str], previous: Previous
+    options: TagRunOptions, describer: Describer, files: list[str], previous: Previous
 ) -> Writer:
-    output: Path | None = args.output
-    append = args.resume and output is not None and output.exists() and output.stat().st_size > 0
-    if args.format == "table":
+    output: Path | None = options.output
+    append = options.resume and output is not None and output.exists() and output.stat().st_size > 0
+    if options.format == "table":
         return TableWriter(describer, output, files)
-    if args.format == "json":
+    if options.format == "json":
         return JsonWriter(describer, output, previous.records)
-    if args.format == "jsonl":
+    if options.format == "jsonl":
         return JsonLinesWriter(describer, output, append=append)
     return CsvWriter(describer, output, append=append)
 
@@ -143,25 +131,25 @@ def _summary(
         )
 
 
-def _load(args: argparse.Namespace) -> tuple[Checkpoint, torch.device] | str:
+def _load(options: TagRunOptions) -> tuple[Checkpoint, torch.device] | str:
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(options.device)
     except RuntimeError as error:
         return f"{error}; use --device cpu"
     try:
-        checkpoint = load_checkpoint(args.checkpoint, device=device)
+        checkpoint = load_checkpoint(options.checkpoint, device=device)
     except CheckpointError as error:
         return str(error)
     return checkpoint, device
 
 
-def _runtime(args: argparse.Namespace, checkpoint: Checkpoint, device: torch.device) -> Runtime:
+def _runtime(options: TagRunOptions, checkpoint: Checkpoint, device: torch.device) -> Runtime:
     """The model prepared as the service prepares it (precision, memory format, compilation)."""
-    options = RuntimeOptions(
-        precision=args.precision, channels_last=args.channels_last, compile=args.compile
+    prepared = RuntimeOptions(
+        precision=options.precision, channels_last=options.channels_last, compile=options.compile
     )
-    runtime = Runtime(checkpoint.model, device, options, max_batch=args.batch_windows)
-    if args.compile != "off":
+    runtime = Runtime(checkpoint.model, device, prepared, max_batch=options.batch_windows)
+    if options.compile != "off":
         # Compiles every batch shape now; with "auto" a failure falls back to eager execution.
         _say(f"compiling batch shapes {list(runtime.shapes)} (this can take minutes)")
         seconds = runtime.warm_up()
@@ -177,62 +165,63 @@ def _describe_runtime(runtime: Runtime) -> str:
     return f"{info.precision}{layout}, {'compiled' if info.compiled else 'eager'}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """`tagger tag` with parsed arguments; returns the exit code."""
-    _defaults(args)
-    problem = _check(args)
+def run(options: TagRunOptions) -> int:
+    """`tagger tag` with its options; returns the exit code."""
+    problem = _check(options)
     if problem:
         _say(problem)
         return EXIT_CANNOT_START
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(options.threads)
     try:
-        return _run(args)
+        return _run(options)
     finally:
         torch.set_num_threads(previous_threads)  # for callers in the same process (tests)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(options: TagRunOptions) -> int:
     tally = _Tally()
-    loaded = _load(args)
+    loaded = _load(options)
     if isinstance(loaded, str):
         _say(loaded)
         return EXIT_CANNOT_START
     checkpoint, device = loaded
     metadata = checkpoint.metadata
     n_tags = len(metadata.tags)
-    if not 1 <= args.top_k <= n_tags:
-        _say(f"--top-k must be between 1 and {n_tags} (the vocabulary size), got {args.top_k}")
+    if not 1 <= options.top_k <= n_tags:
+        _say(f"--top-k must be between 1 and {n_tags} (the vocabulary size), got {options.top_k}")
         return EXIT_CANNOT_START
 
-    listing = collect_files(args.paths, recursive=args.recursive)
+    listing = collect_files(options.paths, recursive=options.recursive)
     previous = Previous(frozenset(), frozenset(), [])
-    if args.resume:
+    if options.resume and options.output is not None:  # _check made sure of the output
         try:
-            previous = read_previous(args.output, args.format, [t.name for t in metadata.tags])
+            previous = read_previous(
+                options.output, options.format, [t.name for t in metadata.tags]
+            )
         except OutputError as error:
             _say(str(error))
             return EXIT_CANNOT_START
         others = previous.model_ids - {checkpoint.model_id}
         if others:
-            _say(f"warning: {args.output} also holds results of {', '.join(sorted(others))}")
+            _say(f"warning: {options.output} also holds results of {', '.join(sorted(others))}")
     todo = [f for f in listing.files if not previous.is_done(f)]
     skipped = len(listing.files) - len(todo)
 
     thresholds = torch.tensor(metadata.thresholds, dtype=torch.float32)
-    if args.threshold is not None:
-        thresholds = torch.full_like(thresholds, args.threshold)
+    if options.threshold is not None:
+        thresholds = torch.full_like(thresholds, options.threshold)
     audio = checkpoint.model.audio
     describer = Describer(
         model_id=checkpoint.model_id,
         tags=metadata.tags,
         thresholds=thresholds,
-        top_k=args.top_k,
-        segments=args.segments,
+        top_k=options.top_k,
+        segments=options.segments,
         window_seconds=audio.window_seconds,
     )
     try:
-        runtime = _runtime(args, checkpoint, device)
+        runtime = _runtime(options, checkpoint, device)
     except Exception as error:  # --compile on, and compilation failed
         _say(f"cannot prepare the model: {type(error).__name__}: {error}")
         return EXIT_CANNOT_START
@@ -240,27 +229,27 @@ def _run(args: argparse.Namespace) -> int:
         runtime,
         window_samples=audio.window_samples,
         sample_rate=audio.sample_rate,
-        batch_windows=args.batch_windows,
-        decode_workers=args.decode_workers,
-        max_seconds=args.max_seconds,
+        batch_windows=options.batch_windows,
+        decode_workers=options.decode_workers,
+        max_seconds=options.max_seconds,
     )
     try:
-        writer = _writer(args, describer, [p for p, _ in listing.unusable] + todo, previous)
+        writer = _writer(options, describer, [p for p, _ in listing.unusable] + todo, previous)
     except OSError as error:
-        _say(f"cannot write {args.output}: {error.strerror or error}")
+        _say(f"cannot write {options.output}: {error.strerror or error}")
         return EXIT_CANNOT_START
     _say(
         f"{checkpoint.model_id} on {device} ({_describe_runtime(runtime)}), "
-        f"torch threads {args.threads}, decode threads "
-        f"{args.decode_workers}, batches of {args.batch_windows} windows; files to tag: {len(todo)}"
-        + (f", {skipped} already in {args.output}" if skipped else "")
+        f"torch threads {options.threads}, decode threads {options.decode_workers}, "
+        f"batches of {options.batch_windows} windows; files to tag: {len(todo)}"
+        + (f", {skipped} already in {options.output}" if skipped else "")
     )
     interrupted = False
     bar = tqdm(
         total=len(listing.unusable) + len(todo),
         unit="file",
         file=sys.stderr,
-        disable=None if args.progress is None else not args.progress,
+        disable=None if options.progress is None else not options.progress,
         dynamic_ncols=True,
     )
     try:
@@ -279,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
         interrupted = True
         writer.close()  # what finished is kept, for --resume
     except OSError as error:  # the output, e.g. a full disk; decoding errors never get here
-        _say(f"cannot write {args.output or 'the output'}: {error.strerror or error}")
+        _say(f"cannot write {options.output or 'the output'}: {error.strerror or error}")
         return EXIT_CANNOT_START
     finally:
         bar.close()

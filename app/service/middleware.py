@@ -13,9 +13,9 @@ import time
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import RequestContext, accept_request_id, enter_context, exit_context
-from app.metrics import Metrics
-from app.problems import INTERNAL, UPLOAD_TOO_LARGE, BodyTooLargeError, problem_response
+from app.service.logs import RequestContext, accept_request_id, enter_context, exit_context
+from app.service.metrics import Metrics
+from app.service.problems import INTERNAL, UPLOAD_TOO_LARGE, BodyTooLargeError, problem_response
 
 access_logger = logging.getLogger("tagger.access")
 logger = logging.getLogger("tagger.errors")

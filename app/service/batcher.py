@@ -16,16 +16,15 @@ window, as in Ray Serve). Admission is bounded: a request that would push the qu
 `max_queued_windows` is refused at once (the caller answers 503). Windows of requests that passed
 their deadline, disconnected or failed are dropped before they reach the model.
 
-Batch shapes: a formed batch is computed in chunks of a few fixed sizes (powers of two up to a
-cap, see `model.runtime`), e.g. 9 windows run as 8 + 1. This bounds the set of shapes the model
-ever sees, and all of them are warmed up (compiled, on the fast path) before the service reports
-ready, so no request pays for compilation, oneDNN primitive creation or cuDNN autotuning.
+Which windows belong to which request, and which batch took them, is kept by the shared
+`app.pipeline.window_queue.WindowQueue`, under this module's lock. A formed batch goes to the
+model in one call: the model call (`model.runtime.Runtime`) cuts it into the few chunk shapes it
+warmed up, and its warm-up is passed in as `warm_up`, run before the batcher reports ready.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 import logging
@@ -37,13 +36,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from app.metrics import Metrics
-from model.runtime import batch_shapes, split_sizes
+from app.pipeline.defaults import InferFn
+from app.pipeline.window_queue import Part, WindowQueue
+from app.service.metrics import Metrics
 
 logger = logging.getLogger("tagger.batcher")
-
-InferFn = Callable[[Tensor], Tensor]
-"""A model call: (B, W) float32 windows on the host -> (B, C) float32 probabilities on the CPU."""
 
 
 class BatcherError(Exception):
@@ -101,13 +98,12 @@ class _State(enum.Enum):
 
 
 class _Job:
-    """One request's windows and its progress through the queue."""
+    """One request's windows and results; which of them are batched is the queue's business.
+    Compares by identity, as the queue needs."""
 
     def __init__(self, windows: Tensor, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
         self.windows = windows
         self.n = int(windows.shape[0])
-        self.taken = 0  # windows handed to a batch so far
-        self.done = 0  # windows with scores
         self.scores: Tensor | None = None
         self.deadline = deadline
         self.enqueued_at = time.monotonic()
@@ -116,10 +112,6 @@ class _Job:
         self.state = _State.ACTIVE
         self.loop = loop
         self.future: asyncio.Future[BatchResult] = loop.create_future()
-
-    @property
-    def queued(self) -> int:
-        return self.n - self.taken
 
 
 def _resolve(future: asyncio.Future[BatchResult], outcome: BatchResult | BaseException) -> None:
@@ -142,9 +134,8 @@ class Batcher:
         max_queued_windows: Admission bound; beyond it `submit` raises QueueFullError.
         metrics: Where to record batch sizes, times and drops (optional).
         pin_memory: Stage batches in page-locked memory (CUDA: faster, asynchronous copies).
-        shapes: The chunk sizes `infer` is called with; default `batch_shapes(max_batch_windows)`.
-        warm_up: Runs on the worker thread before it reports ready; default: call `infer` once
-            per shape.
+        warm_up: Runs on the worker thread before it reports ready (the service passes the
+            runtime's, which runs every chunk shape once); None: nothing to warm up.
     """
 
     def __init__(
@@ -157,7 +148,6 @@ class Batcher:
         max_queued_windows: int,
         metrics: Metrics | None = None,
         pin_memory: bool = False,
-        shapes: tuple[int, ...] | None = None,
         warm_up: Callable[[], object] | None = None,
     ) -> None:
         if max_queued_windows < max_batch_windows:
@@ -167,14 +157,11 @@ class Batcher:
         self.max_batch_windows = max_batch_windows
         self.max_wait_s = max_wait_s
         self.max_queued_windows = max_queued_windows
-        self.shapes = shapes or batch_shapes(max_batch_windows)
-        if max(self.shapes) > max_batch_windows or 1 not in self.shapes:
-            raise ValueError(f"shapes {self.shapes} need 1 and at most {max_batch_windows}")
-        self._custom_warm_up = warm_up
+        self._warm_up = warm_up
         self._metrics = metrics
         self._staging = torch.empty((max_batch_windows, window_samples), pin_memory=pin_memory)
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._queued = 0
+        self._queue: WindowQueue[_Job] = WindowQueue()
+        self._queued = 0  # the queue's count, readable without the lock
         self._cond = threading.Condition()
         self._stopping = False
         self._ready = threading.Event()
@@ -184,7 +171,7 @@ class Batcher:
     # ----- lifecycle -----------------------------------------------------------------------
 
     def start(self, *, warmup: bool = True) -> None:
-        """Start the worker; it warms up every batch shape first, then sets `ready`."""
+        """Start the worker; it runs `warm_up` first (if `warmup`), then sets `ready`."""
         if self._thread is not None:
             raise RuntimeError("the batcher is already running")
         self._thread = threading.Thread(
@@ -205,10 +192,10 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._cond:
-            while self._queue:
-                job = self._queue.popleft()
+            for job in self._queue.waiting():
+                self._queue.drop(job)
                 self._finish_locked(job, _State.FAILED, BatcherStoppedError("shutting down"))
-            self._set_queued_locked(0)
+            self._set_queued_locked(self._queue.queued)
 
     @property
     def stopping(self) -> bool:
@@ -248,8 +235,8 @@ class Batcher:
                 raise BatcherStoppedError("shutting down")
             if self._queued + n > self.max_queued_windows:
                 raise QueueFullError(n, self._queued, self.max_queued_windows)
-            self._queue.append(job)
-            self._set_queued_locked(self._queued + n)
+            self._queue.add(job, n)
+            self._set_queued_locked(self._queue.queued)
             self._cond.notify()
         try:
             return await asyncio.wait_for(job.future, timeout=deadline - time.monotonic())
@@ -270,7 +257,7 @@ class Batcher:
     # ----- worker side ---------------------------------------------------------------------
 
     def _run(self, warmup: bool) -> None:
-        if warmup:
+        if warmup and self._warm_up is not None:
             try:
                 self._warm_up()
             except Exception as error:  # the service stays up but never reports ready
@@ -283,27 +270,8 @@ class Batcher:
                 return
             self._compute(parts)
 
-    def _warm_up(self) -> None:
-        if self._custom_warm_up is not None:
-            self._custom_warm_up()
-            return
-        started = time.monotonic()
-        generator = torch.Generator().manual_seed(0)
-        for shape in self.shapes:
-            windows = self._staging[:shape]
-            windows.copy_(0.1 * torch.randn(windows.shape, generator=generator))
-            scores = self._infer(windows)
-            if scores.dim() != 2 or scores.shape[0] != shape:
-                raise RuntimeError(f"the model returned {tuple(scores.shape)} for {shape} windows")
-        logger.info(
-            "warmed up batch shapes %s in %.2f s",
-            list(self.shapes),
-            time.monotonic() - started,
-            extra={"shapes": list(self.shapes)},
-        )
-
-    def _next_batch(self) -> list[tuple[_Job, int, int]] | None:
-        """Block until a batch is due; returns its parts (job, first, end) or None to stop."""
+    def _next_batch(self) -> list[Part[_Job]] | None:
+        """Block until a batch is due; returns its parts or None to stop."""
         with self._cond:
             while True:
                 if self._stopping:
@@ -312,38 +280,32 @@ class Batcher:
                 if not self._queue:
                     self._cond.wait()
                     continue
-                waited = time.monotonic() - self._queue[0].enqueued_at
-                if self._queued < self.max_batch_windows and waited < self.max_wait_s:
+                waiting = self._queue.waiting()
+                waited = time.monotonic() - waiting[0].enqueued_at
+                if self._queue.queued < self.max_batch_windows and waited < self.max_wait_s:
                     # Wake at the oldest window's dispatch time or at the nearest deadline.
-                    nearest = min(job.deadline for job in self._queue) - time.monotonic()
+                    nearest = min(job.deadline for job in waiting) - time.monotonic()
                     self._cond.wait(max(0.0, min(self.max_wait_s - waited, nearest)))
                     continue
                 return self._take_locked()
 
-    def _take_locked(self) -> list[tuple[_Job, int, int]]:
-        parts = []
-        room = self.max_batch_windows
-        while room and self._queue:
-            job = self._queue[0]
-            take = min(room, job.queued)
-            parts.append((job, job.taken, job.taken + take))
-            job.taken += take
-            room -= take
-            if job.queued == 0:
-                self._queue.popleft()
-        self._set_queued_locked(self._queued - (self.max_batch_windows - room))
+    def _take_locked(self) -> list[Part[_Job]]:
+        parts = self._queue.take(self.max_batch_windows)
+        self._set_queued_locked(self._queue.queued)
         return parts
 
-    def _compute(self, parts: list[tuple[_Job, int, int]]) -> None:
-        size = sum(end - first for _, first, end in parts)
+    def _compute(self, parts: list[Part[_Job]]) -> None:
+        size = sum(part.count for part in parts)
         batch = self._staging[:size]
         offset = 0
-        for job, first, end in parts:
-            batch[offset : offset + end - first].copy_(job.windows[first:end])
-            offset += end - first
+        for part in parts:
+            batch[offset : offset + part.count].copy_(part.job.windows[part.first : part.end])
+            offset += part.count
         started = time.monotonic()
         try:
-            scores = self._run_chunks(batch)
+            scores = self._infer(batch)
+            if scores.dim() != 2 or scores.shape[0] != size:
+                raise RuntimeError(f"the model returned {tuple(scores.shape)} for {size} windows")
         except Exception as error:
             # Only the requests with windows in this batch fail; the worker keeps serving.
             logger.exception("a batch of %d windows failed", size, extra={"windows": size})
@@ -351,7 +313,7 @@ class Batcher:
                 self._metrics.failed_batches.inc()
             failure = BatchFailedError(f"{type(error).__name__}: {error}")
             with self._cond:
-                for job, _, _ in parts:
+                for job in dict.fromkeys(part.job for part in parts):
                     if job.state is _State.ACTIVE:
                         self._drop_queued_locked(job, "failed")
                         self._finish_locked(job, _State.FAILED, failure)
@@ -362,16 +324,15 @@ class Batcher:
             self._metrics.batch_size.observe(size)
         with self._cond:
             offset = 0
-            for job, first, end in parts:
-                count = end - first
+            for part in parts:
+                job = part.job
                 if job.state is _State.ACTIVE:
                     if job.scores is None:
                         job.scores = torch.empty((job.n, scores.shape[1]), dtype=scores.dtype)
-                    job.scores[first:end] = scores[offset : offset + count]
-                    job.done += count
+                    job.scores[part.first : part.end] = scores[offset : offset + part.count]
                     job.compute_seconds += elapsed
                     job.batches += 1
-                    if job.done == job.n:
+                    if self._queue.complete(part):
                         total = time.monotonic() - job.enqueued_at
                         result = BatchResult(
                             scores=job.scores,
@@ -380,18 +341,7 @@ class Batcher:
                             batches=job.batches,
                         )
                         self._finish_locked(job, _State.DONE, result)
-                offset += count
-
-    def _run_chunks(self, batch: Tensor) -> Tensor:
-        outputs = []
-        offset = 0
-        for size in split_sizes(batch.shape[0], self.shapes):
-            scores = self._infer(batch[offset : offset + size])
-            if scores.dim() != 2 or scores.shape[0] != size:
-                raise RuntimeError(f"the model returned {tuple(scores.shape)} for {size} windows")
-            outputs.append(scores)
-            offset += size
-        return torch.cat(outputs)
+                offset += part.count
 
     # ----- bookkeeping (call with the lock held) -------------------------------------------
 
@@ -401,20 +351,18 @@ class Batcher:
             self._metrics.queued_windows.set(value)
 
     def _drop_queued_locked(self, job: _Job, reason: str) -> None:
-        """Take a job's not-yet-batched windows out of the queue."""
-        if job.queued == 0:
+        """Take a job out of the queue, with its windows not batched yet."""
+        dropped = self._queue.drop(job)
+        if dropped == 0:
             return
-        dropped = job.queued
-        self._queue.remove(job)
-        job.taken = job.n
-        self._set_queued_locked(self._queued - dropped)
+        self._set_queued_locked(self._queue.queued)
         if self._metrics:
             self._metrics.dropped_windows.labels(reason=reason).inc(dropped)
         logger.debug("dropped %d queued windows (%s)", dropped, reason)
 
     def _drop_expired_locked(self) -> None:
         now = time.monotonic()
-        for job in [job for job in self._queue if job.deadline <= now]:
+        for job in [job for job in self._queue.waiting() if job.deadline <= now]:
             self._drop_queued_locked(job, "deadline")
             self._finish_locked(job, _State.FAILED, DeadlineExceededError("deadline passed"))
 

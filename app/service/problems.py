@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.logs import current_request_id, record_outcome
+from app.service.logs import current_request_id, record_outcome
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "tag:music-tagger,2026:problem:"

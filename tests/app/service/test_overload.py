@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.problems import TYPE_PREFIX
+from app.service.problems import TYPE_PREFIX
 from tests.app.audio import wav_pcm16
 from tests.app.servers import ServiceProcess
 

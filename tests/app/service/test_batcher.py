@@ -10,23 +10,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
-from app.batcher import (
+from app.pipeline.defaults import InferFn
+from app.service.batcher import (
     Batcher,
     BatcherStoppedError,
     BatchFailedError,
     DeadlineExceededError,
-    InferFn,
     QueueFullError,
     TooManyWindowsError,
 )
-from app.metrics import Metrics
+from app.service.metrics import Metrics
 from model.checkpoint import load_checkpoint
 from model.runtime import Runtime, RuntimeOptions, batch_shapes, split_sizes
 
@@ -80,7 +80,9 @@ def windows(n: int, seed: int, marked: bool = False) -> Tensor:
     return out
 
 
-def make(infer: InferFn, **overrides: float) -> tuple[Batcher, Metrics]:
+def make(
+    infer: InferFn, warm_up: Callable[[], object] | None = None, **overrides: float
+) -> tuple[Batcher, Metrics]:
     metrics = Metrics()
     options: dict[str, float] = {
         "max_batch_windows": 8,
@@ -95,6 +97,7 @@ def make(infer: InferFn, **overrides: float) -> tuple[Batcher, Metrics]:
         max_wait_s=options["max_wait_s"],
         max_queued_windows=int(options["max_queued_windows"]),
         metrics=metrics,
+        warm_up=warm_up,
     )
     return batcher, metrics
 
@@ -160,39 +163,65 @@ async def test_a_full_batch_goes_without_waiting_and_batches_are_capped(
     assert sample(metrics, "tagger_batch_size_windows_count") == 2
 
 
-async def test_a_batch_runs_in_warmed_up_chunk_shapes(
+async def test_a_batch_goes_to_the_model_in_one_call(
     infer: InferFn, stopper: list[Batcher]
 ) -> None:
+    # Chunk shapes are the runtime's business (it cuts 7 windows into 4 + 2 + 1 itself).
     gate = Gate(infer)
     gate.opened.set()
     batcher, _ = make(gate, max_batch_windows=8, max_wait_s=0.0)
     stopper.append(batcher)
     batcher.start(warmup=False)
     await batcher.submit(windows(7, seed=5), deadline=later(60))
-    assert gate.calls == [4, 2, 1]
+    assert gate.calls == [7]
 
 
-async def test_warm_up_runs_every_batch_shape_before_ready(
+async def test_the_runtime_runs_a_batch_in_warmed_up_chunk_shapes(checkpoint: Path) -> None:
+    calls: list[int] = []
+    model = load_checkpoint(checkpoint).model
+    forward = model.forward
+
+    def counting(windows: Tensor) -> Tensor:
+        calls.append(int(windows.shape[0]))
+        return forward(windows)
+
+    model.forward = counting  # type: ignore[method-assign, assignment]
+    options = RuntimeOptions(precision="fp32", compile="off")
+    runtime = Runtime(model, torch.device("cpu"), options, max_batch=8)
+    assert runtime(windows(7, seed=5)).shape == (7, 50)
+    assert calls == [4, 2, 1]
+
+
+async def test_warm_up_runs_on_the_worker_before_ready(
     infer: InferFn, stopper: list[Batcher]
 ) -> None:
-    gate = Gate(infer)
-    batcher, _ = make(gate, max_batch_windows=6)
+    entered, opened = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def warm_up() -> None:
+        threads.append(threading.current_thread().name)
+        entered.set()
+        assert opened.wait(30), "the test never let warm-up finish"
+
+    batcher, _ = make(infer, warm_up=warm_up, max_batch_windows=6)
     stopper.append(batcher)
     batcher.start(warmup=True)
-    await gate.wait_entered()
+    assert await asyncio.to_thread(entered.wait, 30)
     assert not batcher.ready
-    gate.opened.set()
+    opened.set()
     async with asyncio.timeout(30):
         while not batcher.ready:  # noqa: ASYNC110 - the flag is set by another thread
             await asyncio.sleep(0.01)
-    assert gate.calls == [1, 2, 4, 6]
+    assert threads == ["tagger-batcher"]
 
 
-async def test_a_failing_warm_up_never_reports_ready(stopper: list[Batcher]) -> None:
-    def broken(windows: Tensor) -> Tensor:
+async def test_a_failing_warm_up_never_reports_ready(
+    infer: InferFn, stopper: list[Batcher]
+) -> None:
+    def broken() -> None:
         raise RuntimeError("no model here")
 
-    batcher, _ = make(broken)
+    batcher, _ = make(infer, warm_up=broken)
     stopper.append(batcher)
     batcher.start(warmup=True)
     async with asyncio.timeout(30):

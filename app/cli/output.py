@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from app.batch_tagging import FileResult
+from app.cli.batch_tagging import FileResult
 from model.tags import Tag
 
 Format = Literal["table", "json", "jsonl", "csv"]

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.fetch import Fetcher, FetchPolicy, IPAddress, is_public_address
-from app.problems import (
+from app.service.fetch import Fetcher, FetchPolicy, IPAddress, is_public_address
+from app.service.problems import (
     BAD_REQUEST,
     FETCH_FAILED,
     FETCH_TIMEOUT,
@@ -20,7 +20,7 @@ from app.problems import (
     UNSUPPORTED_MEDIA,
     ProblemError,
 )
-from app.settings import Settings
+from app.service.settings import Settings
 from tests.app.audio import encode
 from tests.app.servers import FileServer, Route, accept_counter
 

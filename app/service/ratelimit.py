@@ -12,8 +12,8 @@ A client is its address as uvicorn reports it. Behind a reverse proxy, let uvico
 127.0.0.1 by default), or every request counts against the proxy.
 
 The counting is the `limits` library's. slowapi, the usual FastAPI wrapper around it, was tried
-first: its middleware looks the endpoint up in `app.routes`, which under FastAPI 0.165's nested
-routers holds no endpoints, so it silently limited nothing.
+first: its middleware looks the endpoint up in `app.routes` (FastAPI's), which under FastAPI
+0.165's nested routers holds no endpoints, so it silently limited nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.problems import RATE_LIMITED, problem_response
+from app.service.problems import RATE_LIMITED, problem_response
 
 LIMITED_PATHS = frozenset({"/tag", "/tag/url"})
 

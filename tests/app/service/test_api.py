@@ -12,8 +12,8 @@ import httpx
 import pytest
 from torch import Tensor
 
-from app.batcher import InferFn
-from app.problems import PROBLEM_JSON, TYPE_PREFIX
+from app.pipeline.defaults import InferFn
+from app.service.problems import PROBLEM_JSON, TYPE_PREFIX
 from model.runtime import cpu_has_native_bf16
 from model.tags import MTAT_TAGS
 from tests.app.audio import encode, silent_wav, wav_pcm16

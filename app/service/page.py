@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.problems import NOT_FOUND, ProblemError
+from app.service.problems import NOT_FOUND, ProblemError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 

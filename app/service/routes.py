@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from app.disconnect import cancel_on_disconnect
-from app.metrics import CONTENT_TYPE, Metrics
-from app.problems import NOT_READY, PROBLEM_JSON, ProblemError
-from app.schemas import (
+from app.service.disconnect import cancel_on_disconnect
+from app.service.metrics import CONTENT_TYPE, Metrics
+from app.service.problems import NOT_READY, PROBLEM_JSON, ProblemError
+from app.service.schemas import (
     Health,
     ModelInfo,
     ProblemBody,
@@ -20,7 +20,7 @@ from app.schemas import (
     TagsResponse,
     TagURLRequest,
 )
-from app.service import TaggingService, TagOptions
+from app.service.tagging import TaggingService, TagOptions
 
 router = APIRouter()
 
@@ -126,13 +126,12 @@ async def healthz() -> Health:
     responses=_problems(503),
 )
 async def readyz(request: Request, service: Service) -> Readiness:
-    batcher = service.batcher
     draining = getattr(request.app.state, "draining", False)
-    if draining or not batcher.ready:
-        if draining or batcher.stopping:
+    if draining or not service.ready:
+        if draining or service.stopping:
             detail = "shutting down"
-        elif batcher.warmup_error:
-            detail = f"warm-up failed ({batcher.warmup_error}); see the server log"
+        elif service.warmup_error:
+            detail = f"warm-up failed ({service.warmup_error}); see the server log"
         else:
             detail = "warming up the model"
         raise ProblemError(NOT_READY, detail, headers={"Retry-After": "1"})

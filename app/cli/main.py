@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.settings import Settings, default_checkpoint_path
+from app.pipeline.defaults import default_checkpoint_path
+from app.service.settings import Settings
 from model.checkpoint import CheckpointError, read_metadata
 from model.tags import MTAT_TAGS
 
@@ -199,9 +200,9 @@ def serve(args: argparse.Namespace) -> int:
 
     # Imported here, not at the top: torch and FastAPI take seconds to import, `tagger tags`
     # should not wait for them.
-    from app.logs import configure_logging
-    from app.main import create_app
-    from app.server import run_server
+    from app.service.app import create_app
+    from app.service.logs import configure_logging
+    from app.service.server import run_server
     from model.runtime import resolve_device
 
     try:
@@ -238,34 +239,20 @@ def tags(args: argparse.Namespace) -> int:
 
 
 def tag(args: argparse.Namespace) -> int:
+    from app.cli.options import TagRunOptions, tag_settings
+
     try:
-        settings = Settings(
-            **{
-                name: value
-                for name, value in [
-                    ("checkpoint", args.checkpoint),
-                    ("device", args.device),
-                    ("precision", args.precision),
-                ]
-                if value is not None
-            }
-        )
+        settings = tag_settings(args)
     except ValidationError as error:
         return _fail(f"invalid settings:\n{error}", 2)
-    args.checkpoint = settings.checkpoint
-    args.device = settings.device
-    args.precision = settings.precision
-    args.channels_last = settings.channels_last
-    if args.threads is None and settings.torch_threads:
-        args.threads = settings.torch_threads
     if not settings.checkpoint.is_file():
         return _fail(_missing_checkpoint_message(settings.checkpoint), 2)
 
     # Imported here: torch takes seconds to import, `tagger tags` should not wait for it.
-    from app.tag_command import run
+    from app.cli.tag_command import run
 
     warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
-    return run(args)
+    return run(TagRunOptions.from_args(args, settings))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

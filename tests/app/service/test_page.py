@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.page import STATIC_DIR
-from app.problems import PROBLEM_JSON
+from app.service.page import STATIC_DIR
+from app.service.problems import PROBLEM_JSON
 from tests.app.conftest import running_app, settings_for
 from tests.app.servers import metric_value
 

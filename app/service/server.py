@@ -30,7 +30,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from app.settings import Settings
+from app.service.settings import Settings
 
 logger = logging.getLogger("tagger.server")
 
@@ -99,7 +99,7 @@ class GracefulServer(uvicorn.Server):
             "requests still in flight %.1f s after shutdown began: answering queued ones 503",
             self.stop_after_s,
         )
-        await asyncio.to_thread(service.batcher.stop)
+        await asyncio.to_thread(service.stop_batching)
 
 
 def run_server(app: FastAPI, settings: Settings) -> int:

@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from app.problems import PROBLEM_JSON, TYPE_PREFIX
+from app.service.problems import PROBLEM_JSON, TYPE_PREFIX
 from tests.app.audio import FORMATS, encode, wav_pcm16
 from tests.app.conftest import MAIN_SERVER_SETTINGS
 from tests.app.servers import FileServer, Route, ServiceProcess

@@ -3,13 +3,14 @@
 Decoding runs in a thread pool a few files ahead of the model, so decoding the next files
 overlaps the forward passes of the current ones. Decoded files are cut into windows exactly as
 the service cuts an upload (`model.inference.split_windows`), and their windows join one FIFO
-queue: each batch is filled from as many files as it takes, so a folder of short clips still
-runs full batches. A file whose windows are all scored becomes a `FileResult`; results come out
+queue, the same `app.pipeline.window_queue.WindowQueue` the service's batcher fills batches
+from: each batch is filled from as many files as it takes, so a folder of short clips still runs
+full batches. A file whose windows are all scored becomes a `FileResult`; results come out
 in input order whatever order the work finished in.
 
 A file that cannot be read or decoded becomes a `FileResult` with an `error`, and the run goes
-on. The model is one call, `InferFn` (windows in, probabilities out): `tagger tag` passes the
-service's `model.runtime.Runtime`.
+on. The model is one call, `InferFn` (windows in, probabilities out): `tagger tag` passes a
+`model.runtime.Runtime`, prepared as the service prepares it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from app.pipeline.defaults import InferFn
+from app.pipeline.describe import track_scores, window_times
+from app.pipeline.window_queue import Part, WindowQueue
 from model.audio.decode import AudioDecodeError, decode_audio
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
-from model.inference import split_windows, window_starts
+from model.inference import split_windows
 
-InferFn = Callable[[Tensor], Tensor]
-"""(N, window_samples) float32 windows -> (N, n_tags) float32 probabilities on the CPU."""
+__all__ = ["AUDIO_SUFFIXES", "BatchTagger", "FileList", "FileResult", "InferFn", "collect_files"]
 
 # Folder walks pick files by name, as people name audio; the content still decides (see
 # `_read_and_decode`), so a misnamed file fails with a reason instead of being guessed at.
@@ -140,7 +143,7 @@ def collect_files(paths: Iterable[str | Path], *, recursive: bool) -> FileList:
     return FileList(files, unusable, ignored, subfolders)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the window queue tells jobs apart by hash
 class _Decoded:
     """A decoded file cut into windows, waiting for (or in) the window queue."""
 
@@ -150,8 +153,6 @@ class _Decoded:
     n_samples: int
     container: str
     scores: Tensor | None = None  # (windows, n_tags), allocated by the first batch
-    queued_from: int = 0  # first window not yet taken into a batch
-    scored: int = 0
     error: str | None = None
 
 
@@ -234,19 +235,13 @@ class BatchTagger:
     def _result(self, job: _Decoded) -> FileResult:
         if job.error is not None or job.scores is None:
             return FileResult(path=job.path, error=job.error or "the file was not scored")
-        rate = self.sample_rate
-        end = max(job.n_samples, 1)
-        times = [
-            (start / rate, min(start + self.window_samples, end) / rate)
-            for start in window_starts(job.n_samples, self.window_samples)
-        ]
         return FileResult(
             path=job.path,
-            duration_seconds=job.n_samples / rate,
+            duration_seconds=job.n_samples / self.sample_rate,
             container=job.container,
-            track_scores=job.scores.mean(dim=0),
+            track_scores=track_scores(job.scores),
             window_scores=job.scores,
-            window_times=times,
+            window_times=window_times(job.n_samples, self.window_samples, self.sample_rate),
         )
 
     def tag(self, files: Sequence[str]) -> Iterator[FileResult]:
@@ -254,8 +249,7 @@ class BatchTagger:
         lookahead = 2 * self.decode_workers
         pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tagger-decode")
         submitted: deque[tuple[int, Future[_Decoded | FileResult]]] = deque()
-        queue: deque[_Decoded] = deque()  # files with windows not yet in a batch
-        queued = 0
+        queue: WindowQueue[_Decoded] = WindowQueue()
         finished: dict[int, FileResult] = {}
         next_submit = 0
         next_yield = 0
@@ -270,7 +264,7 @@ class BatchTagger:
         try:
             while True:
                 top_up()
-                while queued < self.batch_windows and submitted:
+                while queue.queued < self.batch_windows and submitted:
                     index, future = submitted.popleft()
                     top_up()  # keep the decoders busy while this thread waits and computes
                     waiting = time.perf_counter()
@@ -279,43 +273,27 @@ class BatchTagger:
                     if isinstance(outcome, FileResult):
                         finished[index] = outcome
                     else:
-                        queue.append(outcome)
-                        queued += outcome.windows.shape[0]
+                        queue.add(outcome, int(outcome.windows.shape[0]))
                 while next_yield in finished:
                     yield finished.pop(next_yield)
                     next_yield += 1
-                if queued == 0:
+                if queue.queued == 0:
                     if next_yield >= len(files):
                         return
                     continue
-                parts, batch = self._take_batch(queue)
-                queued -= batch.shape[0]
-                self._score(parts, batch, finished)
+                parts = queue.take(self.batch_windows)
+                batch = torch.cat([part.job.windows[part.first : part.end] for part in parts])
+                self._score(queue, parts, batch, finished)
                 while next_yield in finished:
                     yield finished.pop(next_yield)
                     next_yield += 1
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _take_batch(self, queue: deque[_Decoded]) -> tuple[list[tuple[_Decoded, int, int]], Tensor]:
-        """Up to `batch_windows` windows from the head of the queue: (parts, windows)."""
-        parts: list[tuple[_Decoded, int, int]] = []
-        room = self.batch_windows
-        while room and queue:
-            job = queue[0]
-            start = job.queued_from
-            count = min(room, job.windows.shape[0] - start)
-            parts.append((job, start, count))
-            job.queued_from += count
-            room -= count
-            if job.queued_from == job.windows.shape[0]:
-                queue.popleft()
-        batch = torch.cat([job.windows[start : start + count] for job, start, count in parts])
-        return parts, batch
-
     def _score(
         self,
-        parts: list[tuple[_Decoded, int, int]],
+        queue: WindowQueue[_Decoded],
+        parts: list[Part[_Decoded]],
         batch: Tensor,
         finished: dict[int, FileResult],
     ) -> None:
@@ -323,19 +301,21 @@ class BatchTagger:
         try:
             probabilities = self.infer(batch)
         except Exception as error:  # every file with windows in this batch fails, the run goes on
-            for job, _, _ in parts:
-                job.error = f"the model failed on a batch holding this file: {error!r}"
+            for part in parts:
+                part.job.error = f"the model failed on a batch holding this file: {error!r}"
         else:
             offset = 0
-            for job, start, count in parts:
+            for part in parts:
+                job = part.job
                 if job.scores is None:
                     job.scores = torch.empty(job.windows.shape[0], probabilities.shape[1])
-                job.scores[start : start + count] = probabilities[offset : offset + count]
-                offset += count
+                job.scores[part.first : part.end] = probabilities[offset : offset + part.count]
+                offset += part.count
         finally:
             self.compute_seconds += time.perf_counter() - started
             self.batches += 1
-        for job, _, count in parts:
-            job.scored += count
-            if job.scored == job.windows.shape[0]:
-                finished[job.index] = self._result(job)
+        # A file whose batch failed still has its later windows scored (and ignored): its
+        # result comes when its last window is done, as for every other file.
+        for part in parts:
+            if queue.complete(part):
+                finished[part.job.index] = self._result(part.job)

@@ -9,7 +9,8 @@ import pydantic
 import pytest
 
 import model
-from app.settings import Settings, default_checkpoint_path
+from app.pipeline.defaults import default_checkpoint_path
+from app.service.settings import Settings
 
 
 def test_environment_with_the_tagger_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

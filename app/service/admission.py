@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.problems import QUEUE_FULL, problem_response
+from app.service.problems import QUEUE_FULL, problem_response
 
 ADMITTED_PATHS = frozenset({"/tag", "/tag/url"})
 

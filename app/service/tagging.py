@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,19 +16,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from app.batcher import (
+from app.pipeline.defaults import InferFn, resolve_threads
+from app.pipeline.describe import (
+    decision_thresholds,
+    format_name,
+    top_tags,
+    track_scores,
+    window_times,
+)
+from app.service.batcher import (
     Batcher,
     BatcherStoppedError,
     BatchFailedError,
     BatchResult,
     DeadlineExceededError,
-    InferFn,
     QueueFullError,
     TooManyWindowsError,
 )
-from app.fetch import Fetcher, Resolver
-from app.metrics import Metrics
-from app.problems import (
+from app.service.fetch import Fetcher, Resolver
+from app.service.metrics import Metrics
+from app.service.problems import (
     AUDIO_TOO_LONG,
     BAD_REQUEST,
     DEADLINE,
@@ -42,7 +48,7 @@ from app.problems import (
     UPLOAD_TOO_LARGE,
     ProblemError,
 )
-from app.schemas import (
+from app.service.schemas import (
     BatchingInfo,
     ModelInfo,
     RuntimeDescription,
@@ -53,7 +59,7 @@ from app.schemas import (
     TagsResponse,
     Timings,
 )
-from app.settings import Settings
+from app.service.settings import Settings
 from model.audio.decode import (
     AudioDecodeError,
     AudioTooLongError,
@@ -63,12 +69,7 @@ from model.audio.decode import (
 )
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.checkpoint import load_checkpoint
-from model.inference import (
-    TrackPrediction,
-    aggregate,
-    split_windows,
-    window_starts,
-)
+from model.inference import split_windows
 from model.runtime import Runtime, RuntimeOptions, resolve_device
 
 logger = logging.getLogger("tagger.service")
@@ -91,11 +92,6 @@ class TagOptions:
     segments: bool = False
 
 
-def resolve_threads(setting: int) -> int:
-    """Intra-op threads: the setting, or one less than the cores (decoding needs one)."""
-    return setting or max(1, (os.cpu_count() or 1) - 1)
-
-
 def runtime_options(settings: Settings) -> RuntimeOptions:
     return RuntimeOptions(
         precision=settings.precision,
@@ -103,12 +99,6 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         compile=settings.compile,
         max_chunk=settings.max_chunk_windows,
     )
-
-
-def _format_name(container: str) -> str:
-    """FFmpeg names demuxers by families ("mov,mp4,m4a,3gp,3g2,mj2"); report one plain name."""
-    names = container.split(",")
-    return "mp4" if "mp4" in names else names[0]
 
 
 class TaggingService:
@@ -150,11 +140,10 @@ class TaggingService:
             max_batch=settings.max_batch_windows,
         )
         infer: InferFn = self.runtime
-        self.batcher = Batcher(
+        self._batcher = Batcher(
             wrap_infer(infer) if wrap_infer else infer,
             window_samples=self.model.audio.window_samples,
             max_batch_windows=settings.max_batch_windows,
-            shapes=self.runtime.shapes,
             warm_up=self._warm_up,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queued_windows=settings.max_queued_windows,
@@ -167,7 +156,7 @@ class TaggingService:
         self._decoders = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_decodes, thread_name_prefix="tagger-decode"
         )
-        metrics.ready.set_function(lambda: float(self.batcher.ready))
+        metrics.ready.set_function(lambda: float(self.ready))
         if self.device.type == "cuda":
             device = self.device
             metrics.gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated(device)))
@@ -194,6 +183,31 @@ class TaggingService:
             }
         )
 
+    # ----- readiness (the batcher stays this class's own business) ----------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Warmed up and serving: the batcher's worker runs and warm-up did not fail."""
+        return self._batcher.ready
+
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: no new windows are accepted."""
+        return self._batcher.stopping
+
+    @property
+    def warmup_error(self) -> str | None:
+        """Why warm-up failed (the service then never turns ready), or None."""
+        return self._batcher.warmup_error
+
+    @property
+    def queued_windows(self) -> int:
+        return self._batcher.queued_windows
+
+    def stop_batching(self) -> None:
+        """Stop the batcher (blocking): queued requests are answered 503 at once."""
+        self._batcher.stop()
+
     @property
     def model_id(self) -> str:
         return self.checkpoint.model_id
@@ -204,10 +218,10 @@ class TaggingService:
         return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} (autocast)"
 
     def start(self) -> None:
-        self.batcher.start(warmup=self.settings.warmup)
+        self._batcher.start(warmup=self.settings.warmup)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.batcher.stop)
+        await asyncio.to_thread(self.stop_batching)
         await self.fetcher.aclose()
         self._decoders.shutdown(wait=False, cancel_futures=True)
         torch.set_num_threads(self._previous_threads)
@@ -261,13 +275,6 @@ class TaggingService:
         result = await self._batch(windows, deadline)
         self.metrics.audio_seconds.inc(decoded.duration_seconds)
         self.metrics.queue_wait.observe(result.queue_seconds)
-        prediction = TrackPrediction(
-            window_scores=result.scores,
-            track_scores=aggregate(result.scores),
-            window_starts=window_starts(samples.shape[0], window),
-            window_samples=window,
-            sample_rate=decoded.sample_rate,
-        )
         timings = Timings(
             fetch_ms=None if fetch_seconds is None else fetch_seconds * 1000,
             decode_ms=decode_seconds * 1000,
@@ -275,7 +282,7 @@ class TaggingService:
             compute_ms=result.compute_seconds * 1000,
             total_ms=(time.monotonic() - started) * 1000,
         )
-        return self._describe(prediction, decoded, options, timings)
+        return self._describe(result.scores, decoded, options, timings)
 
     def _check_options(self, options: TagOptions) -> None:
         if not 1 <= options.top_k <= len(self.tags):
@@ -318,7 +325,7 @@ class TaggingService:
     async def _batch(self, windows: Tensor, deadline: float) -> BatchResult:
         retry = {"Retry-After": str(self.settings.retry_after_s)}
         try:
-            return await self.batcher.submit(windows, deadline=deadline)
+            return await self._batcher.submit(windows, deadline=deadline)
         except QueueFullError as error:
             raise ProblemError(
                 QUEUE_FULL,
@@ -351,46 +358,39 @@ class TaggingService:
 
     def _describe(
         self,
-        prediction: TrackPrediction,
+        window_scores: Tensor,
         decoded: DecodedAudio,
         options: TagOptions,
         timings: Timings,
     ) -> TagResponse:
-        track = prediction.track_scores
-        thresholds = (
-            self.thresholds
-            if options.threshold is None
-            else torch.full_like(self.thresholds, options.threshold)
-        )
-        best = torch.argsort(track, descending=True, stable=True)[: options.top_k].tolist()
+        thresholds = decision_thresholds(self.thresholds, options.threshold)
+        best = top_tags(track_scores(window_scores), self.tags, thresholds, options.top_k)
         tags = [
             TagScore(
-                tag=self.tags[i].name,
-                score=float(track[i]),
-                category=self.tags[i].category,
-                synonym_group=self.tags[i].synonym_group,
-                threshold=float(thresholds[i]),
-                passes_threshold=bool(track[i] >= thresholds[i]),
+                tag=decision.tag.name,
+                score=decision.score,
+                category=decision.tag.category,
+                synonym_group=decision.tag.synonym_group,
+                threshold=decision.threshold,
+                passes_threshold=decision.passes_threshold,
             )
-            for i in best
+            for decision in best
         ]
         segments = None
         if options.segments:
             names = [tag.name for tag in self.tags]
+            window = self.model.audio.window_samples
+            times = window_times(decoded.samples.shape[0], window, decoded.sample_rate)
             segments = [
                 Segment(start=start, end=end, scores=dict(zip(names, row.tolist(), strict=True)))
-                for (start, end), row in zip(
-                    prediction.window_times(decoded.samples.shape[0]),
-                    prediction.window_scores,
-                    strict=True,
-                )
+                for (start, end), row in zip(times, window_scores, strict=True)
             ]
         return TagResponse(
             model_id=self.model_id,
             duration_seconds=decoded.duration_seconds,
-            windows=int(prediction.window_scores.shape[0]),
+            windows=int(window_scores.shape[0]),
             window_seconds=self.model.audio.window_seconds,
-            format=_format_name(decoded.container),
+            format=format_name(decoded.container),
             tags=tags,
             segments=segments,
             timings=timings,
@@ -442,7 +442,7 @@ class TaggingService:
                 max_batch_windows=self.settings.max_batch_windows,
                 max_wait_ms=self.settings.max_wait_ms,
                 max_queued_windows=self.settings.max_queued_windows,
-                batch_shapes=list(self.batcher.shapes),
+                batch_shapes=list(self.runtime.shapes),
             ),
             training_data=provenance.get("training_data"),
             metrics=provenance.get("metrics"),

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-from app.batch_tagging import BatchTagger, InferFn
-from app.cli import _missing_checkpoint_message, main
-from app.settings import default_checkpoint_path
-from app.tag_output import read_previous
+from app.cli.batch_tagging import BatchTagger, InferFn
+from app.cli.main import _missing_checkpoint_message, main
+from app.cli.output import read_previous
+from app.pipeline.defaults import default_checkpoint_path
 from model.audio.decode import decode_audio
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.inference import predict_track

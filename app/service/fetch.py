@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.metrics import Metrics
-from app.problems import (
+from app.service.metrics import Metrics
+from app.service.problems import (
     BAD_REQUEST,
     FETCH_FAILED,
     FETCH_TIMEOUT,
@@ -39,7 +39,7 @@ from app.problems import (
     UNSUPPORTED_MEDIA,
     ProblemError,
 )
-from app.settings import Settings
+from app.service.settings import Settings
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 
 logger = logging.getLogger("tagger.fetch")
