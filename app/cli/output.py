@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import torch
 from torch import Tensor
 from tqdm import tqdm
 
 from app.cli.batch_tagging import FileResult
+from app.pipeline.describe import best_indices, format_name, top_tags
 from model.tags import Tag
 
 Format = Literal["table", "json", "jsonl", "csv"]
@@ -34,12 +34,6 @@ DIGITS = 5  # scores are rounded: more digits than the model's own precision onl
 
 class OutputError(Exception):
     """The output file cannot be used (unreadable for --resume, or written by something else)."""
-
-
-def format_name(container: str) -> str:
-    """FFmpeg names demuxers by families ("mov,mp4,m4a,3gp,3g2,mj2"); report one plain name."""
-    names = container.split(",")
-    return "mp4" if "mp4" in names else names[0]
 
 
 def _clock(seconds: float) -> str:
@@ -74,21 +68,17 @@ class Describer:
     def tag_names(self) -> list[str]:
         return [tag.name for tag in self.tags]
 
-    def best(self, scores: Tensor) -> list[int]:
-        """Indices of the `top_k` highest scores, best first (ties keep vocabulary order)."""
-        return torch.argsort(scores, descending=True, stable=True)[: self.top_k].tolist()
-
     def top_tags(self, scores: Tensor) -> list[dict[str, Any]]:
         return [
             {
-                "tag": self.tags[i].name,
-                "score": round(float(scores[i]), DIGITS),
-                "category": self.tags[i].category,
-                "synonym_group": self.tags[i].synonym_group,
-                "threshold": round(float(self.thresholds[i]), DIGITS),
-                "passes_threshold": bool(scores[i] >= self.thresholds[i]),
+                "tag": decision.tag.name,
+                "score": round(decision.score, DIGITS),
+                "category": decision.tag.category,
+                "synonym_group": decision.tag.synonym_group,
+                "threshold": round(decision.threshold, DIGITS),
+                "passes_threshold": decision.passes_threshold,
             }
-            for i in self.best(scores)
+            for decision in top_tags(scores, self.tags, self.thresholds, self.top_k)
         ]
 
     def record(self, result: FileResult) -> dict[str, Any]:
@@ -262,7 +252,9 @@ class CsvWriter:
         self, result: FileResult, scores: Tensor, span: tuple[float, float] | None
     ) -> list[Any]:
         assert result.window_scores is not None
-        top = ";".join(self.describer.tag_names[i] for i in self.describer.best(scores))
+        top = ";".join(
+            self.describer.tag_names[i] for i in best_indices(scores, self.describer.top_k)
+        )
         return [
             result.path,
             self.describer.model_id,

@@ -37,6 +37,7 @@ from app.cli.output import (
     Writer,
     read_previous,
 )
+from app.pipeline.describe import decision_thresholds
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.runtime import Runtime, RuntimeOptions, resolve_device
 
@@ -208,9 +209,8 @@ def _run(options: TagRunOptions) -> int:
     todo = [f for f in listing.files if not previous.is_done(f)]
     skipped = len(listing.files) - len(todo)
 
-    thresholds = torch.tensor(metadata.thresholds, dtype=torch.float32)
-    if options.threshold is not None:
-        thresholds = torch.full_like(thresholds, options.threshold)
+    checkpoint_thresholds = torch.tensor(metadata.thresholds, dtype=torch.float32)
+    thresholds = decision_thresholds(checkpoint_thresholds, options.threshold)
     audio = checkpoint.model.audio
     describer = Describer(
         model_id=checkpoint.model_id,

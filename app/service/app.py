@@ -75,7 +75,8 @@ def create_app(
         )
         service.start()
         app.state.service = service
-        # Unready while draining for shutdown too (see app/server.py), not only while warming up.
+        # Unready while draining for shutdown too (see app/service/server.py), not only while
+        # warming up.
         metrics.ready.set_function(
             lambda: float(service.ready and not getattr(app.state, "draining", False))
         )
