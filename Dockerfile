@@ -42,7 +42,7 @@ RUN --mount=type=secret,id=cacert,required=false \
     fi; \
     /venv/bin/pip install --no-cache-dir .; \
     /venv/bin/pip check; \
-    /venv/bin/python -c "import torchaudio.transforms, app.main"
+    /venv/bin/python -c "import torchaudio.transforms, app.service.app"
 
 FROM debian:bookworm-slim
 LABEL org.opencontainers.image.title="music-tagger" \

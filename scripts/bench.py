@@ -49,7 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.service import resolve_threads  # noqa: E402
+from app.pipeline.defaults import resolve_threads  # noqa: E402
 from model.audio.decode import decode_audio  # noqa: E402
 from model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from model.inference import split_windows, window_starts  # noqa: E402

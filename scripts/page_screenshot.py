@@ -1,5 +1,6 @@
 """Screenshot of the web page for the README: the real service with the bundled default model
-tags a real track in headless Debian Chromium (the same helpers as tests/app/test_browser.py).
+tags a real track in headless Debian Chromium (the same helpers as
+tests/app/service/test_browser.py).
 
     .venv/bin/python scripts/page_screenshot.py data/music/naev-data/upbeat.ogg \
         --out docs/img/web-page.png

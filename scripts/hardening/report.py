@@ -388,7 +388,7 @@ def _bugs_section() -> list[str]:
         "`TAGGER_MAX_INFLIGHT_REQUESTS` now refuses the excess with 503 before its body is "
         "read.",
         "- SIGTERM closed the listener at once (no unready period for load balancers) and the "
-        "process then died by the re-raised signal (exit status -15). `app/server.py` now "
+        "process then died by the re-raised signal (exit status -15). `app/service/server.py` now "
         "drains, answers stragglers 503 and exits 0.",
         "- slowapi (the usual FastAPI rate limiter) limited nothing: its middleware finds no "
         "endpoint under FastAPI 0.165's nested routers. The rate limit uses `limits` directly.",

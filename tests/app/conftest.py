@@ -12,8 +12,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.main import create_app
-from app.settings import Settings
+from app.service.app import create_app
+from app.service.settings import Settings
 from model.checkpoint import save_checkpoint
 from model.tags import MTAT_TAGS
 from model.zoo import build_model

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from prometheus_client.metrics_core import Metric
 
-from app.metrics import Metrics
+from app.service.metrics import Metrics
 from tests.deploy.tools import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tagger.json"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.service.settings import Settings
 from tests.deploy.tools import ROOT, require_tool
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -217,7 +217,9 @@ def test_every_dashboard_query_runs_on_scraped_series(tagged: Prometheus) -> Non
     assert {q.panel for q in queries} >= set(MUST_HAVE_DATA)
     for query in queries:
         unknown = series_names(query.expr) - exported_series()
-        assert not unknown, f"{query.panel}: {sorted(unknown)} are not metrics of app/metrics.py"
+        assert not unknown, (
+            f"{query.panel}: {sorted(unknown)} are not metrics of app/service/metrics.py"
+        )
         result = tagged.query(query.expr)
         if query.panel in MUST_HAVE_DATA:
             assert series_names(query.expr) <= scraped, query

@@ -28,13 +28,13 @@ from typing import Any
 
 from torch import Tensor
 
-import app.service as service_module
-from app.batcher import InferFn
-from app.fetch import IPAddress, Resolver, system_resolver
-from app.logs import configure_logging
-from app.main import create_app
-from app.server import run_server
-from app.settings import Settings
+import app.service.tagging as service_module
+from app.pipeline.defaults import InferFn
+from app.service.app import create_app
+from app.service.fetch import IPAddress, Resolver, system_resolver
+from app.service.logs import configure_logging
+from app.service.server import run_server
+from app.service.settings import Settings
 from model.audio.decode import decode_audio
 
 

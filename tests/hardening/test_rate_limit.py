@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.service.settings import Settings
 from tests.app.servers import ServiceProcess
 from tests.hardening.tools import problem_type, record
 

@@ -189,6 +189,9 @@ def test_fuzzed_uploads(server: ServiceProcess, data: bytes, query: dict[str, An
 
 
 def test_the_server_survived_within_its_memory_bound(server: ServiceProcess) -> None:
+    # One answer of this test's own: run alone, `seen` would be empty and the 5xx check below
+    # would pass without checking anything.
+    check_answer(server, upload(server, "short.wav", wav_pcm16(2.0)))
     assert server.process.poll() is None
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
     peak = peak_rss(server.process.pid)
@@ -202,4 +205,12 @@ def test_the_server_survived_within_its_memory_bound(server: ServiceProcess) -> 
         full=FULL,
     )
     assert not any(status.startswith("5") for status in seen)
+    # The server's own account of every /tag answer it gave this module, whichever tests ran.
+    answered = [
+        record["status"]
+        for record in server.logs()
+        if record.get("logger") == "tagger.access" and record.get("path") == "/tag"
+    ]
+    assert len(answered) >= 1
+    assert [status for status in answered if status >= 500] == []
     assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / 1e6:.0f} MB"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.problems import PROBLEM_JSON, TYPE_PREFIX
+from app.service.problems import PROBLEM_JSON, TYPE_PREFIX
 
 # `make hardening` sets HARDENING_FULL=1: the long budgets below, and the tests that only run
 # there. `make test` runs the short budgets.

@@ -1,0 +1,1 @@
+"""What the service and `tagger tag` share: describing scores, the window queue, defaults."""

@@ -1,0 +1,148 @@
+"""Every knob of the service in one pydantic-settings class, read from `TAGGER_*` variables.
+
+`Settings()` reads the environment (`TAGGER_MAX_BATCH_WINDOWS=32`, ...); keyword arguments win
+over the environment, so tests and embedders write `Settings(checkpoint=path, max_wait_ms=2)`.
+List-valued settings take JSON in the environment: `TAGGER_FETCH_ALLOWED_PORTS='[80, 443]'`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+import limits
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.pipeline.defaults import default_checkpoint_path
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    """Service configuration; see docs/service.md for the table with defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="forbid", frozen=True)
+
+    # Model and device.
+    checkpoint: Path = Field(
+        default_factory=default_checkpoint_path,
+        description="The .safetensors checkpoint to serve.",
+    )
+    device: str = Field(
+        default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Inference precision: 'auto' is bf16 where the CPU or GPU computes it "
+        "natively (fp16 on older GPUs), else fp32; the mel front end always stays fp32.",
+    )
+    channels_last: bool = Field(
+        default=True, description="Channels-last memory format for the convolutions."
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="torch.compile every batch shape during warm-up; 'auto' falls back to eager "
+        "execution if compilation fails (e.g. no C++ compiler); with 'on' the service never "
+        "turns ready and /readyz says why.",
+    )
+    max_chunk_windows: int = Field(
+        default=0,
+        ge=0,
+        description="Largest batch per model call (batches are split into power-of-two chunks); "
+        "0 means 8 on CPU, max_batch_windows on CUDA.",
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads for CPU inference; 0 picks one less than the core count.",
+    )
+
+    # Dynamic batching; the unit is one analysis window, not one request.
+    max_batch_windows: int = Field(default=64, ge=1, le=4096)
+    max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
+    max_queued_windows: int = Field(default=1024, ge=1)
+    request_deadline_s: float = Field(
+        default=60.0, gt=0.0, description="A request still waiting after this long gets 504."
+    )
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503.")
+    warmup: bool = Field(default=True, description="Run every batch shape once before ready.")
+
+    # Input limits.
+    max_upload_bytes: int = Field(default=50_000_000, ge=1)
+    max_audio_seconds: float = Field(default=900.0, gt=0.0)
+    max_concurrent_decodes: int = Field(default=2, ge=1)
+    max_inflight_requests: int = Field(
+        default=32,
+        ge=1,
+        description="Tagging requests in progress at once; more get 503 before their body is "
+        "read. Bounds memory (each holds its upload) and the backlog in front of the decoders.",
+    )
+
+    # Tagging by URL.
+    fetch_timeout_s: float = Field(default=30.0, gt=0.0)
+    fetch_connect_timeout_s: float = Field(default=5.0, gt=0.0)
+    max_fetch_bytes: int = Field(default=50_000_000, ge=1)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    max_concurrent_fetches: int = Field(default=8, ge=1)
+    allow_private_addresses: bool = Field(
+        default=False,
+        description="Let URLs reach private, loopback and other non-global addresses (unsafe).",
+    )
+    fetch_allowed_networks: list[IPNetwork] = Field(
+        default_factory=list,
+        description="Extra networks URLs may reach although they are not global (CIDR list).",
+    )
+    fetch_allowed_ports: list[int] = Field(
+        default_factory=lambda: [80, 443],
+        description="Ports URLs may use; an empty list allows any port.",
+    )
+
+    # Abuse and shutdown.
+    rate_limit: str | None = Field(
+        default=None,
+        description="Per-client limit on each tagging endpoint, e.g. '60/minute' (off when unset).",
+    )
+    shutdown_drain_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="After SIGTERM, /readyz reports unready for this long while requests are "
+        "still accepted, so load balancers stop sending before the listener closes.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Then in-flight requests get this long to finish; requests still queued "
+        "after it are answered 503.",
+    )
+
+    # Server and logs.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _blank_is_off(cls, value: object) -> object:
+        # TAGGER_RATE_LIMIT= (set but empty) means off, as unset does.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.max_queued_windows < self.max_batch_windows:
+            raise ValueError(
+                f"max_queued_windows ({self.max_queued_windows}) must be at least "
+                f"max_batch_windows ({self.max_batch_windows})"
+            )
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.rate_limit is not None:
+            try:
+                limits.parse_many(self.rate_limit)
+            except ValueError:
+                raise ValueError(
+                    f"rate_limit must look like '60/minute' or '10/second;300/hour', got "
+                    f"{self.rate_limit!r}"
+                ) from None
+        return self
