@@ -1,7 +1,7 @@
 """`tagger tag`'s options: the few settings it reads from the environment, and one frozen
 dataclass of everything it was asked to do, built once from the parsed command line.
 
-`tagger tag` reads only the `TAGGER_*` variables it uses (`TagSettings`), not the service's
+`tagger tag` reads only the `TAGGER_*` variables it uses (`ModelSettings`), not the service's
 whole `Settings`: a service-only variable (`TAGGER_PORT`, `TAGGER_MAX_WAIT_MS`, ...) that is
 invalid is the service's problem and must not stop a run on local files.
 """
@@ -11,42 +11,21 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.cli.output import Format
-from app.pipeline.defaults import (
-    default_checkpoint_path,
-    default_cli_threads,
-    default_decode_workers,
-)
+from app.pipeline.defaults import default_cli_threads, default_decode_workers
+from app.pipeline.settings import ModelSettings
 from model.runtime import CompileMode, Precision
 
 
-class TagSettings(BaseSettings):
-    """The `TAGGER_*` variables `tagger tag` reads; the same names and checks as the service's
-    `app.service.settings.Settings` (docs/service.md has the table)."""
-
-    # Other TAGGER_* variables belong to the service: ignored here, checked by `tagger serve`.
-    model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="ignore", frozen=True)
-
-    checkpoint: Path = Field(default_factory=default_checkpoint_path)
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    torch_threads: int = Field(default=0, ge=0)
-
-
-def tag_settings(args: argparse.Namespace) -> TagSettings:
+def tag_settings(args: argparse.Namespace) -> ModelSettings:
     """The environment, with --checkpoint, --device and --precision winning over it.
 
     Raises:
         pydantic.ValidationError: a variable or option does not pass its check.
     """
     given = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision}
-    return TagSettings(**{name: value for name, value in given.items() if value is not None})
+    return ModelSettings(**{name: value for name, value in given.items() if value is not None})
 
 
 @dataclass(frozen=True)
@@ -77,7 +56,7 @@ class TagRunOptions:
     progress: bool | None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, settings: TagSettings) -> TagRunOptions:
+    def from_args(cls, args: argparse.Namespace, settings: ModelSettings) -> TagRunOptions:
         """Options left unset are filled in: the table shows fewer tags, and CPUs get small
         batches (on this kind of CPU larger batches cost throughput, see docs/performance.md).
         """

@@ -8,39 +8,24 @@ List-valued settings take JSON in the environment: `TAGGER_FETCH_ALLOWED_PORTS='
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Literal
 
 import limits
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from app.pipeline.defaults import default_checkpoint_path
+from app.pipeline.settings import ModelSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class Settings(BaseSettings):
+class Settings(ModelSettings):
     """Service configuration; see docs/service.md for the table with defaults."""
 
     model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="forbid", frozen=True)
 
-    # Model and device.
-    checkpoint: Path = Field(
-        default_factory=default_checkpoint_path,
-        description="The .safetensors checkpoint to serve.",
-    )
-    device: str = Field(
-        default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'."
-    )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto",
-        description="Inference precision: 'auto' is bf16 where the CPU or GPU computes it "
-        "natively (fp16 on older GPUs), else fp32; the mel front end always stays fp32.",
-    )
-    channels_last: bool = Field(
-        default=True, description="Channels-last memory format for the convolutions."
-    )
+    # Model and device: checkpoint, device, precision, channels_last and torch_threads come
+    # from ModelSettings (shared with `tagger tag`).
     compile: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="torch.compile every batch shape during warm-up; 'auto' falls back to eager "
@@ -53,12 +38,6 @@ class Settings(BaseSettings):
         description="Largest batch per model call (batches are split into power-of-two chunks); "
         "0 means 8 on CPU, max_batch_windows on CUDA.",
     )
-    torch_threads: int = Field(
-        default=0,
-        ge=0,
-        description="Intra-op threads for CPU inference; 0 picks one less than the core count.",
-    )
-
     # Dynamic batching; the unit is one analysis window, not one request.
     max_batch_windows: int = Field(default=64, ge=1, le=4096)
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
@@ -135,8 +114,6 @@ class Settings(BaseSettings):
                 f"max_queued_windows ({self.max_queued_windows}) must be at least "
                 f"max_batch_windows ({self.max_batch_windows})"
             )
-        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.rate_limit is not None:
             try:
                 limits.parse_many(self.rate_limit)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli.options import TagRunOptions, TagSettings
+from app.cli.options import TagRunOptions
+from app.pipeline.settings import ModelSettings
 from tests.app.audio import encode
 
 
@@ -62,7 +63,7 @@ def test_tag_settings_read_their_variables_and_ignore_the_services(
     monkeypatch.setenv("TAGGER_CHANNELS_LAST", "false")
     monkeypatch.setenv("TAGGER_TORCH_THREADS", "3")
     monkeypatch.setenv("TAGGER_MAX_BATCH_WINDOWS", "0")  # invalid for the service
-    settings = TagSettings()
+    settings = ModelSettings()
     assert settings.checkpoint == tmp_path / "m.safetensors"
     assert settings.device == "cpu"
     assert settings.precision == "auto"
@@ -94,7 +95,7 @@ def _args(**given: object) -> argparse.Namespace:
 
 
 def test_options_fill_their_defaults_from_the_format_and_the_settings(tmp_path: Path) -> None:
-    settings = TagSettings(checkpoint=tmp_path / "m.safetensors", torch_threads=3)
+    settings = ModelSettings(checkpoint=tmp_path / "m.safetensors", torch_threads=3)
     table = TagRunOptions.from_args(_args(decode_workers=2), settings)
     assert table.paths == ("a.mp3", "b.ogg")
     assert table.top_k == 5
@@ -109,6 +110,6 @@ def test_options_fill_their_defaults_from_the_format_and_the_settings(tmp_path: 
 
 
 def test_options_are_frozen(tmp_path: Path) -> None:
-    options = TagRunOptions.from_args(_args(), TagSettings(checkpoint=tmp_path / "m"))
+    options = TagRunOptions.from_args(_args(), ModelSettings(checkpoint=tmp_path / "m"))
     with pytest.raises(AttributeError):
         options.top_k = 3  # type: ignore[misc]
