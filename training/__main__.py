@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint
+from model.runtime import resolve_precision
 from model.zoo import preset_names
 from training import distributed
 from training.compare import compare, resolve_entries
@@ -31,7 +32,7 @@ from training.data.distilled import DEFAULT_MIN_POSITIVES, DEFAULT_THRESHOLD, pr
 from training.data.manifest import prepare_manifest
 from training.data.mtat import prepare_mtat
 from training.data.store import DatasetError, PreparedDataset
-from training.evaluate import autocast_dtype, evaluate_split
+from training.evaluate import evaluate_split
 from training.export import finalize
 from training.metrics import format_summary, per_tag_markdown, write_report
 from training.run import RunDir, RunError, load_run_model, read_run_config
@@ -315,7 +316,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             env,
             n_crops=args.eval_crops,
             eval_batch=args.eval_batch,
-            dtype=autocast_dtype(args.precision, env.device),
+            dtype=resolve_precision(args.precision, env.device, cpu_autocast=False),
             num_workers=args.workers,
             progress=not args.no_progress and env.is_main,
         )

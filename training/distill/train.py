@@ -32,8 +32,7 @@ from tqdm import tqdm
 
 from model.base import TaggingModel
 from model.checkpoint import save_checkpoint
-from model.inference import default_device
-from model.runtime import Precision, resolve_precision
+from model.runtime import Precision, resolve_device, resolve_precision
 from model.zoo import build_model
 from training.distill.data import (
     Split,
@@ -90,7 +89,7 @@ def train(config: DistillConfig, resume: bool) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    device = default_device()
+    device = resolve_device("auto")
     dtype = autocast_dtype(device, config.precision)
     print(f"device {device}, autocast {dtype}")
 
