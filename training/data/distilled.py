@@ -36,7 +36,7 @@ def _read_index(cache: Path) -> list[dict[str, object]]:
     if not index.is_file():
         raise DatasetError(
             f"{cache} is not a distillation cache (no index.jsonl): build it with "
-            "`python -m training.distill.cache` (or `make default-model`)"
+            "`python -m training label` (or `make default-model`)"
         )
     with index.open() as handle:
         rows = [json.loads(line) for line in handle if line.strip()]

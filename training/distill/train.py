@@ -1,7 +1,7 @@
 """Distil MTT_musicnn into a student (q2l-small by default) on the cached corpus.
 
-    python -m training.distill.cache                      # once: windows + teacher scores
-    python -m training.distill.train --preset q2l-small   # this file; --resume continues a run
+    python -m training label                              # once: windows + teacher scores
+    python -m training train-distilled --preset q2l-small # this file; --resume continues
 
 The student learns the teacher's per-window probabilities with BCE-with-logits (soft labels);
 where a render's instrument labels are known they replace the teacher's. The recipe is the

@@ -5,7 +5,7 @@ MIDI programs from a fixed table, and it is synthesised offline with tinysoundfo
 TimGM6mb soundfont that ships inside `pretty_midi`. The labels come from the MIDI events that
 really sound, so a render of a piano+flute duo is piano=1, flute=1 and violin=cello=...=0.
 
-    python -m training.distill.render --dest data/rendered --pieces 120 --seed 0 [--workers 1]
+    python -m training render --dest data/rendered --pieces 120 --seed 0 [--workers 1]
 
 Output, under `dest`:
     audio/<piece>__<variant>.flac   16 kHz mono FLAC, at most `max_seconds` long
