@@ -25,8 +25,8 @@ import numpy as np
 
 from model.tags import MTAT_TAGS
 from training.data.store import SPLITS, DatasetError, DatasetWriter, PreparedDataset
+from training.distill.cache import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_MIN_POSITIVES = 10
 

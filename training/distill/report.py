@@ -59,7 +59,7 @@ def instrument_auc(split: Split, scores: np.ndarray) -> tuple[float, list[str]]:
 
 
 def windows_per_second(model: TaggingModel, batch_size: int = 32, repeats: int = 5) -> float:
-    batch = torch.randn(batch_size, 59049) * 0.1
+    batch = torch.randn(batch_size, model.audio.window_samples) * 0.1
     with torch.inference_mode():
         model(batch)
         started = time.perf_counter()

@@ -10,11 +10,14 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from model.config import AudioConfig
+
 log = logging.getLogger(__name__)
 
 Split = Literal["train", "valid", "test"]
 
-SAMPLE_RATE = 16000
+# Renders are heard at the rate every network reads.
+SAMPLE_RATE = AudioConfig().sample_rate
 # Synthesise above the target rate: TinySoundFont interpolates linearly, which aliases badly when
 # a sample is pitched up at a low output rate. 48 kHz -> 16 kHz is an integer 3:1 resample.
 SYNTH_RATE = 48000
