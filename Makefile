@@ -48,20 +48,20 @@ hardening: $(STAMP)
 # with the MTT_musicnn teacher, distil into q2l-small, evaluate. Resumable; about 2 h on 2 cores.
 DISTILL_PRESET ?= q2l-small
 default-model: $(STAMP)
-	$(PY) scripts/fetch_music.py --dest data/music --apt-update
-	$(PY) -m training.distill.render --dest data/rendered
-	$(PY) -m training.distill.cache --music data/music --rendered data/rendered --cache data/distill
-	$(PY) -m training.distill.train --preset $(DISTILL_PRESET) --out runs/distill-$(DISTILL_PRESET) --resume
+	$(PY) -m training fetch-music --dest data/music --apt-update
+	$(PY) -m training render --dest data/rendered
+	$(PY) -m training label --music data/music --rendered data/rendered --cache data/distill
+	$(PY) -m training train-distilled --preset $(DISTILL_PRESET) --out runs/distill-$(DISTILL_PRESET) --resume
 	cp runs/distill-$(DISTILL_PRESET)/$(DISTILL_PRESET)-distilled.safetensors model/weights/default.safetensors
-	$(PY) -m training.distill.report --student model/weights/default.safetensors
+	$(PY) -m training report --student model/weights/default.safetensors
 
 # The ResCNN student of the report's comparison, trained the same way (after default-model; it
 # reuses its cache). BASELINE_EPOCHS=8 matches the default model's schedule; the committed
 # report used fewer (docs/default-model.md says how many).
 BASELINE_EPOCHS ?= 8
 default-model-baseline: $(STAMP)
-	$(PY) -m training.distill.train --preset rescnn --out runs/distill-rescnn --epochs $(BASELINE_EPOCHS) --resume
-	$(PY) -m training.distill.report --student model/weights/default.safetensors --baseline runs/distill-rescnn/rescnn-distilled.safetensors
+	$(PY) -m training train-distilled --preset rescnn --out runs/distill-rescnn --epochs $(BASELINE_EPOCHS) --resume
+	$(PY) -m training report --student model/weights/default.safetensors --baseline runs/distill-rescnn/rescnn-distilled.safetensors
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

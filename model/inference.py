@@ -161,8 +161,3 @@ def predict_track(
         window_samples=window,
         sample_rate=model.audio.sample_rate,
     )
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

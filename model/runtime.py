@@ -56,35 +56,61 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def resolve_device(setting: str) -> torch.device:
+def resolve_device(setting: str, local_rank: int | None = None) -> torch.device:
     """The device for "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+
+    `local_rank` is a `torchrun` process's rank on its host: an unindexed CUDA device becomes
+    that process's own GPU (rank modulo the GPU count), so one rule serves the service, the
+    CLI and multi-process training.
 
     Raises:
         RuntimeError: CUDA was asked for and there is none.
     """
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(setting)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {setting!r} was requested but CUDA is not available")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
+def auto_precision(
+    device_type: str, *, cuda_bf16: bool, cpu_bf16: bool, cpu_autocast: bool = True
+) -> torch.dtype | None:
+    """The "auto" precision rule as a function of what the hardware can do (None means fp32).
+
+    CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 only where it is native and
+    `cpu_autocast` allows it. Training and evaluation pass `cpu_autocast=False` so that their
+    metrics on a CPU are the same fp32 numbers on every CPU, native bf16 or not; the service
+    and the CLI take the speed.
+    """
+    if device_type == "cuda":
+        return torch.bfloat16 if cuda_bf16 else torch.float16
+    if device_type == "cpu" and cpu_bf16 and cpu_autocast:
+        return torch.bfloat16
+    return None
+
+
+def resolve_precision(
+    precision: Precision | str, device: torch.device, *, cpu_autocast: bool = True
+) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device (None means fp32).
 
-    `auto` picks bf16 where it is native (see the module docstring), fp16 on CUDA GPUs without
-    bf16, and fp32 otherwise. An explicit setting is obeyed even where it is slow.
+    `auto` follows `auto_precision` with this machine's capabilities. An explicit setting is
+    obeyed even where it is slow.
     """
     if precision != "auto":
         if precision not in _DTYPES:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
         return _DTYPES[precision]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    return auto_precision(
+        device.type,
+        cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        cpu_bf16=device.type == "cpu" and cpu_has_native_bf16(),
+        cpu_autocast=cpu_autocast,
+    )
 
 
 def batch_shapes(max_batch: int) -> tuple[int, ...]:

@@ -86,7 +86,9 @@ class TrainConfig:
         eval_batch: Windows per forward pass during evaluation.
         seed: Seed of model init, shuffling, crops and dropout.
         num_workers: DataLoader worker processes per training process.
-        precision: "auto" (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU), or forced.
+        precision: "auto" (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU, for the
+            same metrics on every CPU: `model.runtime.resolve_precision(..., cpu_autocast=False)`),
+            or forced.
         device: "auto" (CUDA when present), "cpu" or "cuda".
         stop_after_epoch: Stop once this many epochs are done (continue later with --resume).
         progress: Show tqdm progress bars (main process only).

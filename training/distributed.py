@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from model.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -36,23 +38,12 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> CUDA when present; "cuda" without a GPU is an error, not a silent fallback."""
-    if preference == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if preference == "cuda":
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
-    return torch.device("cpu")
-
-
 def setup(device: str = "auto") -> DistEnv:
     """Join torchrun's process group if there is one; returns this process's place."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    target = resolve_device(device, local_rank)
+    target = resolve_device(device, local_rank=local_rank)
     if world_size > 1 and not dist.is_initialized():
         if target.type == "cuda":
             torch.cuda.set_device(target)

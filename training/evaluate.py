@@ -41,19 +41,6 @@ class Predictions:
     loss: float
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting; "auto" means bf16/fp16 on CUDA, fp32 on CPU."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 @torch.inference_mode()
 def predict_clips(
     model: TaggingModel,

@@ -14,10 +14,11 @@ import numpy as np
 
 from model.base import TaggingModel
 from model.checkpoint import save_checkpoint
+from model.runtime import resolve_precision
 from training.config import TrainConfig
 from training.data.store import PreparedDataset
 from training.distributed import DistEnv
-from training.evaluate import autocast_dtype, evaluate_split
+from training.evaluate import evaluate_split
 from training.metrics import Metrics, calibrate_thresholds, format_summary, write_report
 from training.run import write_json
 
@@ -46,7 +47,7 @@ def finalize(
     per-split reports go to `reports` (normally the run directory). Returns `metrics.json`.
     """
     model.to(env.device)
-    dtype = autocast_dtype(config.precision, env.device)
+    dtype = resolve_precision(config.precision, env.device, cpu_autocast=False)
     options: dict[str, Any] = {
         "n_crops": config.eval_crops,
         "eval_batch": config.eval_batch,

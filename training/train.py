@@ -28,11 +28,12 @@ from tqdm import tqdm
 
 from model.base import TaggingModel
 from model.config import config_to_dict
+from model.runtime import resolve_precision
 from training.config import TrainConfig, stage_index
 from training.data.dataset import RandomCrops
 from training.data.store import DatasetError, PreparedDataset
 from training.distributed import DistEnv, barrier, gather_objects, sum_tensor, sync_buffers
-from training.evaluate import autocast_dtype, evaluate_split
+from training.evaluate import evaluate_split
 from training.export import finalize
 from training.metrics import Metrics
 from training.run import (
@@ -245,7 +246,7 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
     if env.distributed:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=device_ids)
-    dtype = autocast_dtype(config.precision, env.device)
+    dtype = resolve_precision(config.precision, env.device, cpu_autocast=False)
     scaler = torch.amp.GradScaler(env.device.type, enabled=dtype == torch.float16)
 
     stage = 0

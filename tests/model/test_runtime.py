@@ -14,8 +14,9 @@ from model.runtime import (
     CPU_MAX_CHUNK,
     Runtime,
     RuntimeOptions,
+    auto_precision,
     batch_shapes,
-    cpu_has_native_bf16,
+    resolve_device,
     resolve_precision,
     split_sizes,
 )
@@ -45,12 +46,57 @@ def test_bad_options_are_refused(options: dict[str, object], message: str) -> No
         RuntimeOptions(**options)  # type: ignore[arg-type]
 
 
-def test_precision_follows_the_hardware_unless_forced() -> None:
-    native = torch.bfloat16 if cpu_has_native_bf16() else None
-    assert resolve_precision("auto", CPU) is native
+@pytest.mark.parametrize(
+    ("device_type", "cuda_bf16", "cpu_bf16", "cpu_autocast", "expected"),
+    [
+        ("cuda", True, False, True, torch.bfloat16),
+        ("cuda", False, False, True, torch.float16),
+        ("cuda", True, True, False, torch.bfloat16),
+        ("cpu", False, True, True, torch.bfloat16),
+        ("cpu", False, False, True, None),
+        ("cpu", False, True, False, None),
+        ("mps", True, True, True, None),
+    ],
+)
+def test_auto_precision_is_a_rule_of_the_hardware(
+    device_type: str,
+    cuda_bf16: bool,
+    cpu_bf16: bool,
+    cpu_autocast: bool,
+    expected: torch.dtype | None,
+) -> None:
+    chosen = auto_precision(
+        device_type, cuda_bf16=cuda_bf16, cpu_bf16=cpu_bf16, cpu_autocast=cpu_autocast
+    )
+    assert chosen is expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_a_cpu_asks_the_cpu_for_native_bf16(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both capability probes report the same answer, so "auto" sees a CPU with or without bf16.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    assert resolve_precision("auto", CPU) is (torch.bfloat16 if native else None)
+    assert resolve_precision("auto", CPU, cpu_autocast=False) is None
+
+
+def test_forced_precision_is_obeyed() -> None:
     assert resolve_precision("fp32", CPU) is None
     assert resolve_precision("bf16", CPU) is torch.bfloat16
     assert resolve_precision("fp16", CPU) is torch.float16
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", CPU)
+
+
+def test_device_rule() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu", local_rank=3) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
 
 
 def test_shapes_are_capped_on_cpu_and_chunks_cover_any_count() -> None:

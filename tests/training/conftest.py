@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.training.fakes import FakeMtat, make_fake_mtat, subset
-from training.__main__ import main
+from training.cli import main
 
 
 @pytest.fixture(scope="session")

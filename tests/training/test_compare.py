@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.training.fakes import TINY_MODELS
-from training.__main__ import main
+from training.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

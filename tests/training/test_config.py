@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.__main__ import _parse_sets
+from training.cli.common import parse_sets
 from training.config import (
     WON_STAGES,
     ConfigError,
@@ -100,13 +100,13 @@ def test_config_file_errors(tmp_path: Path) -> None:
 
 
 def test_command_line_set_values() -> None:
-    assert _parse_sets(["epochs=3", "model.d_model=16", "model.backbone_channels=[8,16]"]) == {
+    assert parse_sets(["epochs=3", "model.d_model=16", "model.backbone_channels=[8,16]"]) == {
         "epochs": 3,
         "model": {"d_model": 16, "backbone_channels": [8, 16]},
     }
-    assert _parse_sets(["precision=bf16"]) == {"precision": "bf16"}  # not JSON: a string
+    assert parse_sets(["precision=bf16"]) == {"precision": "bf16"}  # not JSON: a string
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        _parse_sets(["epochs"])
+        parse_sets(["epochs"])
 
 
 def test_won_stage_boundaries() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from training.__main__ import main
+from training.cli import main
 from training.data.manifest import (
     ManifestError,
     assign_splits,

@@ -17,7 +17,7 @@ from model.checkpoint import load_checkpoint
 from model.inference import predict_track
 from model.tags import MTAT_TAG_NAMES, MTAT_TAGS
 from tests.training.fakes import USED_TAGS, FakeMtat, subset
-from training.__main__ import main
+from training.cli import main
 from training.data.store import PreparedDataset
 from training.run import LOG_FIELDS
 

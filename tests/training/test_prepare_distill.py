@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model.tags import MTAT_TAG_NAMES
-from training.__main__ import main
+from training.cli import main
 from training.data.distilled import prepare_distilled, window_labels
 from training.data.store import DatasetError, PreparedDataset
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.training.fakes import TINY_MODELS
-from training.__main__ import main as training_main
+from training.cli import main as training_main
 from training.results import main, verdict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.training.fakes import tiny_model_args
-from training.__main__ import main
+from training.cli import main
 from training.run import read_log
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,7 +10,7 @@ import pytest
 
 from model.tags import MTAT_TAG_NAMES
 from tests.training.fakes import FakeMtat, write_annotations_only
-from training.__main__ import main
+from training.cli import main
 from training.data.mtat import (
     WON_EXPECTED_COUNTS,
     folder_split,

@@ -25,8 +25,8 @@ import numpy as np
 
 from model.tags import MTAT_TAGS
 from training.data.store import SPLITS, DatasetError, DatasetWriter, PreparedDataset
+from training.distill.cache import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_MIN_POSITIVES = 10
 
@@ -36,7 +36,7 @@ def _read_index(cache: Path) -> list[dict[str, object]]:
     if not index.is_file():
         raise DatasetError(
             f"{cache} is not a distillation cache (no index.jsonl): build it with "
-            "`python -m training.distill.cache` (or `make default-model`)"
+            "`python -m training label` (or `make default-model`)"
         )
     with index.open() as handle:
         rows = [json.loads(line) for line in handle if line.strip()]

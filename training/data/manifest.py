@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from model.config import AudioConfig
 from model.tags import Tag, custom_vocabulary
 from training.data.decode import ClipSpec, build_dataset
 from training.data.store import SPLITS, DatasetError, PreparedDataset, SampleDType
@@ -246,7 +247,7 @@ def prepare_manifest(
     test_fraction: float = 0.1,
     seed: int = 0,
     dtype: SampleDType = "int16",
-    sample_rate: int = 16000,
+    sample_rate: int = AudioConfig.sample_rate,
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,

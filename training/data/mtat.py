@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from model.config import AudioConfig
 from model.tags import MTAT_TAG_NAMES, MTAT_TAGS
 from training.data.decode import ClipSpec, build_dataset
 from training.data.store import DatasetError, PreparedDataset, SampleDType
@@ -224,7 +225,7 @@ def prepare_mtat(
     annotations_path: str | Path | None = None,
     check_counts: bool = True,
     dtype: SampleDType = "int16",
-    sample_rate: int = 16000,
+    sample_rate: int = AudioConfig.sample_rate,
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,

@@ -2,7 +2,7 @@
 
 For every source the cache holds, under `<cache>/<source_id>/`:
 
-    windows.npy   int16 (N, 59049)  the student's input windows (model.inference.split_windows)
+    windows.npy   int16 (N, WINDOW) the student's input windows (model.inference.split_windows)
     teacher.npy   float32 (N, 50)   MTT_musicnn's sigmoid scores on the same windows
     labels.npy    int8 (N, 50)      ground truth where known (renders' instruments), else -1
 
@@ -30,11 +30,15 @@ from model.base import TaggingModel
 from model.checkpoint import load_checkpoint
 from model.inference import predict_windows, split_windows, window_starts
 from model.tags import MTAT_TAG_NAMES
+from model.zoo import preset_config
 from training.distill.corpus import Source, music_sources, render_sources
 
 TEACHER_WEIGHTS = Path(__file__).resolve().parents[2] / "model/weights/musicnn-mtt.safetensors"
-WINDOW = 59049
-SAMPLE_RATE = 16000
+STUDENT_PRESET = "q2l-small"
+# The cache holds the default student's input windows, so its audio is what that preset reads.
+STUDENT_AUDIO = preset_config(STUDENT_PRESET).audio
+WINDOW = STUDENT_AUDIO.window_samples
+SAMPLE_RATE = STUDENT_AUDIO.sample_rate
 MAX_TRACK_SECONDS = 15 * 60
 # Beyond about two minutes a track adds little new to tag; evenly spaced windows keep its variety.
 MAX_WINDOWS_PER_SOURCE = 32

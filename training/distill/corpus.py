@@ -73,10 +73,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def music_sources(music_dir: Path) -> list[Source]:
-    """Tracks listed in `music_dir/manifest.jsonl` (written by scripts/fetch_music.py)."""
+    """Tracks listed in `music_dir/manifest.jsonl` (written by `python -m training fetch-music`)."""
     manifest = music_dir / "manifest.jsonl"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: run scripts/fetch_music.py first")
+        raise FileNotFoundError(f"{manifest} not found: run `python -m training fetch-music` first")
     return [
         Source(
             source_id=_source_id("music", row["local_path"]),
@@ -92,7 +92,7 @@ def music_sources(music_dir: Path) -> list[Source]:
 
 
 def render_sources(render_dir: Path) -> list[Source]:
-    """Renders listed in `render_dir/manifest.jsonl` (written by training.distill.render)."""
+    """Renders listed in `render_dir/manifest.jsonl` (written by `python -m training render`)."""
     manifest = render_dir / "manifest.jsonl"
     if not manifest.is_file():
         return []

@@ -50,7 +50,7 @@ class Split:
     """One split of the cache, held in memory.
 
     Attributes:
-        windows: (N, 59049) int16 audio windows.
+        windows: (N, window_samples) int16 audio windows (the student preset's).
         teacher: (N, C) teacher probabilities.
         labels: (N, C) ground truth where known (1/0), else -1.
         source_ids: (N,) which source each window came from.

@@ -1,6 +1,6 @@
 """Evaluate the distilled student on the held-out test split and write docs/default-model.md.
 
-    python -m training.distill.report --student model/weights/default.safetensors \
+    python -m training report --student model/weights/default.safetensors \
         [--baseline runs/distill-rescnn/rescnn-distilled.safetensors]
 
 Three measurements, all on sources never seen in training or validation:
@@ -59,7 +59,7 @@ def instrument_auc(split: Split, scores: np.ndarray) -> tuple[float, list[str]]:
 
 
 def windows_per_second(model: TaggingModel, batch_size: int = 32, repeats: int = 5) -> float:
-    batch = torch.randn(batch_size, 59049) * 0.1
+    batch = torch.randn(batch_size, model.audio.window_samples) * 0.1
     with torch.inference_mode():
         model(batch)
         started = time.perf_counter()
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         "# Default model: evaluation report",
         "",
-        f"Produced by `python -m training.distill.report --student {args.student}"
+        f"Produced by `python -m training report --student {args.student}"
         + (f" --baseline {args.baseline}" if args.baseline else "")
         + f"` on {dt.date.today().isoformat()} ({machine}).",
         "",
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "## Training budgets of the compared students",
         "",
-        "Both students come from `python -m training.distill.train` with the same data, targets, "
+        "Both students come from `python -m training train-distilled` with the same data, targets, "
         "optimiser and batch size; the epochs (the length of the cosine schedule) are taken from "
         "each checkpoint's recorded recipe, the validation agreement from its metrics. The epoch "
         "logs of the committed report are copied to `docs/logs/distill-<preset>.csv`.",

@@ -1,7 +1,7 @@
 """Distil MTT_musicnn into a student (q2l-small by default) on the cached corpus.
 
-    python -m training.distill.cache                      # once: windows + teacher scores
-    python -m training.distill.train --preset q2l-small   # this file; --resume continues a run
+    python -m training label                              # once: windows + teacher scores
+    python -m training train-distilled --preset q2l-small # this file; --resume continues
 
 The student learns the teacher's per-window probabilities with BCE-with-logits (soft labels);
 where a render's instrument labels are known they replace the teacher's. The recipe is the
@@ -32,8 +32,7 @@ from tqdm import tqdm
 
 from model.base import TaggingModel
 from model.checkpoint import save_checkpoint
-from model.inference import default_device
-from model.runtime import Precision, resolve_precision
+from model.runtime import Precision, resolve_device, resolve_precision
 from model.zoo import build_model
 from training.distill.data import (
     Split,
@@ -90,7 +89,7 @@ def train(config: DistillConfig, resume: bool) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    device = default_device()
+    device = resolve_device("auto")
     dtype = autocast_dtype(device, config.precision)
     print(f"device {device}, autocast {dtype}")
 

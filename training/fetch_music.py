@@ -1,0 +1,577 @@
+"""Fetch real, freely licensed music from Debian packages into a local cache.
+
+Why: the tagger needs real recordings to distil the musicnn teacher on and to test against, and
+the only registries reachable here are PyPI, npm and Debian. About 17 h of DFSG-free game
+soundtracks ship in Debian data packages (see data-sources.md §3). Audio is never committed:
+it lands in ``data/music`` (git-ignored) and is re-fetched on demand.
+
+For each package this runs ``apt-get download PKG`` and streams ``dpkg-deb --fsys-tarfile``,
+keeping only the music files and ``/usr/share/doc/PKG/copyright`` (the attribution the licences
+require); the rest of the package (game data, often hundreds of MB) is never written to disk and
+the ``.deb`` is deleted unless ``--keep-debs``. Special cases:
+
+* nexuiz-music keeps its tracks inside ``music.pk3`` (a zip): ``sound/cdtracks/*.ogg``.
+* the Frets on Fire song packs ship stems per song (``song.ogg``, ``guitar.ogg``, sometimes
+  ``rhythm.ogg``); they are summed into one ``mix.flac`` per song, peak-normalised only if the
+  sum clips.
+
+Output: ``DEST/PKG/...`` audio files, ``DEST/PKG/copyright``, ``DEST/PKG/manifest.jsonl`` (written
+last, so its presence marks the package complete and reruns skip it) and ``DEST/manifest.jsonl``,
+the concatenation over all complete packages. One manifest line per track: ``package``,
+``version``, ``path`` (inside the package), ``local_path`` (relative to DEST), ``duration_s``,
+``sample_rate``, ``channels``, ``licence``, ``licence_source``, ``copyright`` (holder, when
+debian/copyright names one) and, for mixes, ``stems``.
+
+Usage (as root, or anyone who can run ``apt-get download``)::
+
+    python -m training fetch-music                        # all packages into data/music
+    python -m training fetch-music --dest data/music-sample --packages asc-music xmoto-data
+    python -m training fetch-music --apt-update           # refresh apt lists first
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DEST = REPO_ROOT / "data" / "music"
+AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".mp3", ".wav", ".flac"})
+STEM_NAMES = ("song.ogg", "guitar.ogg", "rhythm.ogg", "drums.ogg")
+MANIFEST = "manifest.jsonl"
+DEP5_FORMAT = re.compile(r"^Format:\s*\S*copyright-format/1\.0", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """Where a package keeps its music and what licence applies if the package doesn't say.
+
+    ``base`` is stripped from in-package paths to form local paths; ``subdirs`` (under ``base``)
+    are searched recursively for audio files. ``kind`` is ``files``, ``pk3`` (tracks inside a zip
+    at ``base``/``subdirs[0]``) or ``stems`` (one folder per song with stems to mix).
+    """
+
+    base: str
+    licence: str
+    subdirs: tuple[str, ...] = ("",)
+    kind: str = "files"
+    pk3_inner: str = ""
+
+
+FOF = "usr/share/games/fretsonfire/data/songs"
+
+PACKAGES: dict[str, PackageSpec] = {
+    "wesnoth-1.16-music": PackageSpec("usr/share/games/wesnoth/1.16/data/core/music", "GPL-2+"),
+    "warzone2100-music": PackageSpec("usr/share/games/warzone2100/music", "GPL-2+"),
+    "nexuiz-music": PackageSpec(
+        "usr/share/games/nexuiz/data", "GPL-2+", ("music.pk3",), "pk3", "sound/cdtracks/"
+    ),
+    "singularity-music": PackageSpec(
+        "usr/share/games/singularity/music", "CC-BY-SA-3.0 (Max McCracken)"
+    ),
+    "naev-data": PackageSpec(
+        "usr/share/naev/dat/snd/music", "GPL-2+/GPL-3/CC-BY-3.0/CC-BY-SA/PD per file"
+    ),
+    "widelands-data": PackageSpec(
+        "usr/share/games/widelands/data/music", "GPL-2+ (3 files CC-BY-SA-3.0)"
+    ),
+    "supertux-data": PackageSpec("usr/share/games/supertux2/music", "GPL-2+"),
+    "supertuxkart-data": PackageSpec(
+        "usr/share/games/supertuxkart/data/music", "CC-BY-SA-3.0/4.0, CC-BY, CC0 per file"
+    ),
+    "freedroidrpg-data": PackageSpec("usr/share/freedroidrpg/data/sound/music", "GPL-2+"),
+    "redeclipse-data": PackageSpec("usr/share/games/redeclipse/data/sounds/music", "CC-BY-SA-3.0"),
+    "asc-music": PackageSpec("usr/share/games/asc/music", "GPL-2+"),
+    "xmoto-data": PackageSpec("usr/share/games/xmoto/Textures/Musics", "GPL-2+"),
+    "extremetuxracer-data": PackageSpec("usr/share/games/etr/music", "GPL-2+ (mixed)"),
+    "fretsonfire-songs-muldjord": PackageSpec(
+        f"{FOF}/muldjord", "CC-BY-SA-3.0 (El Senator / Muldjord)", kind="stems"
+    ),
+    "fretsonfire-songs-sectoid": PackageSpec(
+        f"{FOF}/sectoid", "MIT-style (Carlos Viola Iborra)", kind="stems"
+    ),
+    "scratch": PackageSpec(
+        "usr/share/scratch/Media/Sounds", "CC-BY-SA-3.0 (MIT Media Lab)", ("Vocals", "Music Loops")
+    ),
+}
+
+
+# --------------------------------------------------------------------------- apt / dpkg
+
+
+def _run(cmd: Sequence[str], cwd: Path | None = None) -> str:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        hint = ""
+        if "Unable to locate package" in result.stderr or "no installation candidate" in (
+            result.stderr
+        ):
+            hint = " (apt lists may be missing: rerun with --apt-update)"
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed with exit code {result.returncode}{hint}:\n"
+            f"{result.stderr.strip()}"
+        )
+    return result.stdout
+
+
+def download_deb(package: str, workdir: Path, deb_cache: Path) -> Path:
+    """Return a local .deb for ``package``: a kept one from ``deb_cache`` or a fresh download."""
+    kept = sorted(deb_cache.glob(f"{package}_*.deb")) if deb_cache.is_dir() else []
+    if kept:
+        return kept[-1]
+    _run(["apt-get", "download", "-q", package], cwd=workdir)
+    debs = sorted(workdir.glob(f"{package}_*.deb"))
+    if not debs:
+        raise RuntimeError(f"apt-get download {package} produced no .deb in {workdir}")
+    return debs[-1]
+
+
+def _member_path(name: str) -> str:
+    """Normalise a tar member name ("./usr/share/x") to a package path ("usr/share/x")."""
+    return str(PurePosixPath(name.removeprefix("./")))
+
+
+def _resolve_link(member: tarfile.TarInfo) -> str:
+    """Archive path that a symlink or hard link member points to."""
+    if member.islnk():
+        return _member_path(member.linkname)
+    target = PurePosixPath(member.linkname)
+    if target.is_absolute():
+        return _member_path(str(target).lstrip("/"))
+    parts: list[str] = []
+    for part in (PurePosixPath(_member_path(member.name)).parent / target).parts:
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return "/".join(parts)
+
+
+@dataclass
+class Extraction:
+    """Result of ``extract_selected``: package paths written, and every audio path seen (to
+    give a useful error when a package moved its music)."""
+
+    written: list[str]
+    seen_audio: list[str]
+
+
+def extract_selected(
+    deb: Path, wanted: Iterable[str], root: Path, select: Callable[[str], bool]
+) -> Extraction:
+    """Stream the package's file tree and write the members that ``select(path)`` accepts.
+
+    Streaming ``dpkg-deb --fsys-tarfile`` instead of ``dpkg-deb -x`` means the non-music part
+    of a package (up to 1 GB of game data) is never written. ``wanted`` are exact paths to take
+    as well. Links whose targets were not written are resolved in a second pass, so music that
+    Debian deduplicated through symlinks is still found; the link path gets a copy.
+    """
+    exact = set(wanted)
+    written: list[str] = []
+    links: dict[str, str] = {}
+    seen_audio: list[str] = []
+
+    def stream(take: set[str] | None) -> Iterator[tuple[tarfile.TarInfo, str, IO[bytes] | None]]:
+        with subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
+        ) as p:
+            assert p.stdout is not None
+            with tarfile.open(fileobj=p.stdout, mode="r|*") as tar:
+                for member in tar:
+                    path = _member_path(member.name)
+                    if take is not None and path not in take:
+                        continue
+                    handle = tar.extractfile(member) if member.isreg() else None
+                    yield member, path, handle
+            if p.wait() != 0:
+                raise RuntimeError(f"dpkg-deb --fsys-tarfile {deb} failed ({p.returncode})")
+
+    for member, path, handle in stream(None):
+        if PurePosixPath(path).suffix.lower() in AUDIO_SUFFIXES:
+            seen_audio.append(path)
+        if not (path in exact or select(path)):
+            continue
+        if member.issym() or member.islnk():
+            links[path] = _resolve_link(member)
+        elif handle is not None:
+            _write(handle, root / path)
+            written.append(path)
+    missing = {target for target in links.values() if not (root / target).is_file()}
+    if missing:
+        for _member, path, handle in stream(missing):
+            if handle is not None:
+                _write(handle, root / path)
+    for link, target in links.items():
+        if (root / target).is_file():
+            (root / link).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / target, root / link)
+            written.append(link)
+    return Extraction(written, seen_audio)
+
+
+def _write(handle: IO[bytes], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("wb") as out:
+        shutil.copyfileobj(handle, out, length=1 << 20)
+
+
+# --------------------------------------------------------------------------- licences
+
+
+@dataclass(frozen=True)
+class _Dep5Paragraph:
+    patterns: tuple[str, ...]
+    licence: str  # short name from the first line of License:, "" if the field is empty
+    holder: str  # first line of Copyright:, needed for CC-BY attribution
+
+
+@dataclass(frozen=True)
+class LicenceMatch:
+    licence: str
+    holder: str
+    source: str
+
+
+def parse_dep5(text: str) -> list[_Dep5Paragraph] | None:
+    """Parse a machine-readable debian/copyright into Files paragraphs; None if not DEP-5."""
+    if not DEP5_FORMAT.search(text.lstrip().splitlines()[0] if text.strip() else ""):
+        return None
+    paragraphs: list[_Dep5Paragraph] = []
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        current = ""
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and current:
+                fields[current] += "\n" + line.strip()
+            elif ":" in line and not line.startswith("#"):
+                current, _, value = line.partition(":")
+                current = current.strip().lower()
+                fields[current] = value.strip()
+        if "files" in fields and "license" in fields:
+            licence = (fields["license"].splitlines() or [""])[0].strip()
+            holder = (fields.get("copyright", "").splitlines() or [""])[0].strip()
+            # Some packages write patterns as "./dat/x.ogg" or with doubled slashes.
+            patterns = tuple(
+                re.sub(r"/+", "/", p).removeprefix("./") for p in fields["files"].split()
+            )
+            paragraphs.append(_Dep5Paragraph(patterns, licence, holder))
+    return paragraphs
+
+
+def _dep5_regex(pattern: str) -> re.Pattern[str]:
+    """DEP-5 globs: only ``*`` (any string, including "/") and ``?`` are special."""
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".") + r"\Z")
+
+
+def _pattern_tails(pattern: str) -> list[str]:
+    """The pattern itself, then versions with leading literal directories dropped.
+
+    Installs often rename the top of the source tree (supertux's ``data/music/*`` is installed
+    as ``.../supertux2/music/``), so ``music/*`` is tried too. At least one directory must
+    remain, so that e.g. ``debian/*`` never degrades to ``*``.
+    """
+    parts = pattern.split("/")
+    tails = [pattern]
+    for i in range(1, len(parts) - 1):
+        if any(c in parts[i - 1] for c in "*?"):
+            break
+        tails.append("/".join(parts[i:]))
+    return tails
+
+
+def licence_for(path: str, dep5: list[_Dep5Paragraph]) -> LicenceMatch | None:
+    """Licence of an installed file from DEP-5 paragraphs, or None if nothing matches.
+
+    DEP-5 patterns name paths in the *source* tree, which the installed path only ends with
+    (``data/music/x.ogg`` is installed as ``usr/share/games/foo/data/music/x.ogg``), so every
+    path suffix is tried, also against the pattern's tails (see ``_pattern_tails``). As in
+    DEP-5, the last matching paragraph wins.
+    """
+    parts = path.split("/")
+    suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
+    found: LicenceMatch | None = None
+    for paragraph in dep5:
+        for pattern in paragraph.patterns:
+            tail = next(
+                (
+                    t
+                    for t in _pattern_tails(pattern)
+                    if any(_dep5_regex(t).match(s) for s in suffixes)
+                ),
+                None,
+            )
+            if tail is not None:
+                how = "" if tail == pattern else f", matched as {tail}"
+                source = f"debian/copyright (Files: {pattern}{how})"
+                found = LicenceMatch(paragraph.licence, paragraph.holder, source)
+                break
+    return found
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def audio_info(path: Path) -> tuple[float, int, int]:
+    """(duration in s, sample rate, channels), from the header via libsndfile, else PyAV."""
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
+    except (sf.LibsndfileError, RuntimeError):
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            duration = float(container.duration or 0) / 1_000_000
+            return duration, int(stream.rate or 0), int(stream.channels or 0)
+
+
+def mix_stems(stems: Sequence[Path], out: Path) -> None:
+    """Sum stems sample by sample (zero-padding the shorter ones) and write a 16-bit FLAC.
+
+    Frets on Fire plays the stems together, so their sum is the song as heard; it is scaled
+    down only if it would clip, to keep the original balance and loudness otherwise.
+    """
+    signals: list[npt.NDArray[np.float32]] = []
+    rates: set[int] = set()
+    for stem in stems:
+        data, rate = sf.read(str(stem), dtype="float32", always_2d=True)
+        signals.append(data)
+        rates.add(int(rate))
+    if len(rates) != 1:
+        raise ValueError(f"stems {[s.name for s in stems]} have different sample rates {rates}")
+    channels = max(s.shape[1] for s in signals)
+    total = np.zeros((max(len(s) for s in signals), channels), dtype=np.float32)
+    for s in signals:
+        total[: len(s)] += s if s.shape[1] == channels else np.repeat(s, channels, axis=1)
+    peak = float(np.max(np.abs(total))) if total.size else 0.0
+    if peak > 1.0:
+        total /= peak / 0.999
+    sf.write(str(out), total, rates.pop(), format="FLAC", subtype="PCM_16")
+
+
+# --------------------------------------------------------------------------- per package
+
+
+def _package_paths(spec: PackageSpec) -> list[str]:
+    return [str(PurePosixPath(spec.base) / sub) if sub else spec.base for sub in spec.subdirs]
+
+
+def _selector(spec: PackageSpec) -> Callable[[str], bool]:
+    roots = _package_paths(spec)
+
+    def select(path: str) -> bool:
+        if spec.kind == "pk3":
+            return path in roots
+        if PurePosixPath(path).suffix.lower() not in AUDIO_SUFFIXES:
+            return False
+        if spec.kind == "stems" and PurePosixPath(path).name not in STEM_NAMES:
+            return False
+        return any(path.startswith(root + "/") for root in roots)
+
+    return select
+
+
+def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, Any]]:
+    """Fetch one package into ``dest/package`` and return its manifest records."""
+    spec = PACKAGES[package]
+    out_dir = dest / package
+    work = dest / ".work" / package
+    for stale in (out_dir, work):
+        if stale.exists():
+            shutil.rmtree(stale)
+    work.mkdir(parents=True)
+    deb_cache = dest / "debs"
+    try:
+        deb = download_deb(package, work, deb_cache)
+        version = _run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
+        copyright_path = f"usr/share/doc/{package}/copyright"
+        root = work / "root"
+        extraction = extract_selected(deb, [copyright_path], root, _selector(spec))
+        if keep_debs and deb.parent != deb_cache:
+            deb_cache.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(deb), deb_cache / deb.name)
+        elif not keep_debs:
+            deb.unlink()
+
+        out_dir.mkdir(parents=True)
+        dep5: list[_Dep5Paragraph] | None = None
+        if (root / copyright_path).is_file():
+            shutil.copyfile(root / copyright_path, out_dir / "copyright")
+            dep5 = parse_dep5((root / copyright_path).read_text(encoding="utf-8", errors="replace"))
+        music = sorted(p for p in extraction.written if p != copyright_path)
+        if not music:
+            raise RuntimeError(
+                f"{package} {version}: no music under {_package_paths(spec)}; audio files in the "
+                f"package: {extraction.seen_audio[:10]}"
+            )
+        tracks = _place_tracks(spec, root, out_dir, music)
+        records: list[dict[str, Any]] = []
+        for inner_path, local, stems in tracks:
+            duration, rate, channels = audio_info(local)
+            licence, holder = spec.licence, ""
+            source = "data-sources.md §3 (copyright not machine-readable)"
+            if dep5 is None and not (out_dir / "copyright").is_file():
+                source = "data-sources.md §3 (package has no copyright file)"
+            elif dep5 is not None:
+                match = licence_for(inner_path.replace(":", "/"), dep5)
+                if match is None:
+                    source = "data-sources.md §3 (no debian/copyright paragraph matches)"
+                elif not match.licence:
+                    source = f"data-sources.md §3 ({match.source} gives no licence)"
+                    holder = match.holder
+                else:
+                    licence, holder, source = match.licence, match.holder, match.source
+            record: dict[str, Any] = {
+                "package": package,
+                "version": version,
+                "path": "/" + inner_path,
+                "local_path": local.relative_to(dest).as_posix(),
+                "duration_s": round(duration, 3),
+                "sample_rate": rate,
+                "channels": channels,
+                "licence": licence,
+                "licence_source": source,
+            }
+            if holder:
+                record["copyright"] = holder
+            if stems:
+                record["stems"] = stems
+            records.append(record)
+        _write_jsonl(out_dir / MANIFEST, records)  # last: marks the package complete
+        return records
+    except BaseException:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _place_tracks(
+    spec: PackageSpec, root: Path, out_dir: Path, music: list[str]
+) -> list[tuple[str, Path, list[str]]]:
+    """Move extracted audio into ``out_dir``; return (path in package, local file, stems)."""
+    tracks: list[tuple[str, Path, list[str]]] = []
+    if spec.kind == "pk3":
+        for pk3_path in music:
+            with zipfile.ZipFile(root / pk3_path) as pk3:
+                for name in sorted(pk3.namelist()):
+                    is_audio = PurePosixPath(name).suffix.lower() in AUDIO_SUFFIXES
+                    if name.startswith(spec.pk3_inner) and is_audio:
+                        local = out_dir / PurePosixPath(name).relative_to(spec.pk3_inner)
+                        local.parent.mkdir(parents=True, exist_ok=True)
+                        with pk3.open(name) as src, local.open("wb") as dst:
+                            shutil.copyfileobj(src, dst, length=1 << 20)
+                        tracks.append((f"{pk3_path}:{name}", local, []))
+            (root / pk3_path).unlink()
+        return tracks
+    if spec.kind == "stems":
+        songs: dict[str, list[str]] = {}
+        for path in music:
+            songs.setdefault(str(PurePosixPath(path).parent), []).append(path)
+        for song_dir, stems in sorted(songs.items()):
+            ordered = sorted(stems, key=lambda p: STEM_NAMES.index(PurePosixPath(p).name))
+            local = out_dir / PurePosixPath(song_dir).relative_to(spec.base) / "mix.flac"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            mix_stems([root / p for p in ordered], local)
+            tracks.append((song_dir, local, [PurePosixPath(p).name for p in ordered]))
+        return tracks
+    for path in music:
+        local = out_dir / PurePosixPath(path).relative_to(spec.base)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(root / path), local)
+        tracks.append((path, local, []))
+    return tracks
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves a half manifest."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def rebuild_manifest(dest: Path) -> list[dict[str, Any]]:
+    """Concatenate the per-package manifests of every complete package, in PACKAGES order."""
+    records: list[dict[str, Any]] = []
+    for package in PACKAGES:
+        part = dest / package / MANIFEST
+        if part.is_file():
+            with part.open(encoding="utf-8") as f:
+                records.extend(json.loads(line) for line in f if line.strip())
+    _write_jsonl(dest / MANIFEST, records)
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Fetch DFSG-free music from Debian packages into a local cache.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="cache folder")
+    parser.add_argument(
+        "--packages", nargs="+", choices=sorted(PACKAGES), default=list(PACKAGES), metavar="PKG",
+        help=f"subset of packages to fetch (default: all): {', '.join(PACKAGES)}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-debs", action="store_true", help="keep the downloaded .deb files in DEST/debs"
+    )
+    parser.add_argument("--apt-update", action="store_true", help="run apt-get update first")
+    args = parser.parse_args(argv)
+
+    dest: Path = args.dest.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    if args.apt_update:
+        _run(["apt-get", "update", "-q"])
+    start = time.monotonic()
+    failures: list[str] = []
+    for package in args.packages:
+        if (dest / package / MANIFEST).is_file():
+            print(f"{package}: already fetched, skipping", flush=True)
+            continue
+        t0 = time.monotonic()
+        try:
+            records = fetch_package(package, dest, args.keep_debs)
+        except Exception as exc:  # report and continue with the other packages
+            print(f"{package}: FAILED: {exc}", file=sys.stderr, flush=True)
+            failures.append(package)
+            continue
+        hours = sum(r["duration_s"] for r in records) / 3600
+        print(
+            f"{package}: {len(records)} tracks, {hours:.2f} h in {time.monotonic() - t0:.1f} s",
+            flush=True,
+        )
+    shutil.rmtree(dest / ".work", ignore_errors=True)
+    records = rebuild_manifest(dest)
+    hours = sum(r["duration_s"] for r in records) / 3600
+    print(
+        f"manifest: {len(records)} tracks, {hours:.2f} h in {dest / MANIFEST}; "
+        f"this run took {time.monotonic() - start:.1f} s",
+        flush=True,
+    )
+    if failures:
+        print(f"failed packages: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
