@@ -145,8 +145,8 @@ def test_train_evaluate_export_serve(
 
 
 def _tag_with_service(checkpoint: Path, audio: Path) -> None:
-    from app.main import create_app
-    from app.settings import Settings
+    from app.service.app import create_app
+    from app.service.settings import Settings
 
     app = create_app(Settings(checkpoint=checkpoint, warmup=False, device="cpu"))
     with TestClient(app) as client:
