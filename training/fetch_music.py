@@ -33,28 +33,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from training.debian_archive import AUDIO_SUFFIXES, download_deb, extract_selected, run
+from training.debian_licences import Dep5Paragraph, licence_for, parse_dep5
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DEST = REPO_ROOT / "data" / "music"
-AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".mp3", ".wav", ".flac"})
 STEM_NAMES = ("song.ogg", "guitar.ogg", "rhythm.ogg", "drums.ogg")
 MANIFEST = "manifest.jsonl"
-DEP5_FORMAT = re.compile(r"^Format:\s*\S*copyright-format/1\.0", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -109,219 +107,6 @@ PACKAGES: dict[str, PackageSpec] = {
         "usr/share/scratch/Media/Sounds", "CC-BY-SA-3.0 (MIT Media Lab)", ("Vocals", "Music Loops")
     ),
 }
-
-
-# --------------------------------------------------------------------------- apt / dpkg
-
-
-def _run(cmd: Sequence[str], cwd: Path | None = None) -> str:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        hint = ""
-        if "Unable to locate package" in result.stderr or "no installation candidate" in (
-            result.stderr
-        ):
-            hint = " (apt lists may be missing: rerun with --apt-update)"
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed with exit code {result.returncode}{hint}:\n"
-            f"{result.stderr.strip()}"
-        )
-    return result.stdout
-
-
-def download_deb(package: str, workdir: Path, deb_cache: Path) -> Path:
-    """Return a local .deb for ``package``: a kept one from ``deb_cache`` or a fresh download."""
-    kept = sorted(deb_cache.glob(f"{package}_*.deb")) if deb_cache.is_dir() else []
-    if kept:
-        return kept[-1]
-    _run(["apt-get", "download", "-q", package], cwd=workdir)
-    debs = sorted(workdir.glob(f"{package}_*.deb"))
-    if not debs:
-        raise RuntimeError(f"apt-get download {package} produced no .deb in {workdir}")
-    return debs[-1]
-
-
-def _member_path(name: str) -> str:
-    """Normalise a tar member name ("./usr/share/x") to a package path ("usr/share/x")."""
-    return str(PurePosixPath(name.removeprefix("./")))
-
-
-def _resolve_link(member: tarfile.TarInfo) -> str:
-    """Archive path that a symlink or hard link member points to."""
-    if member.islnk():
-        return _member_path(member.linkname)
-    target = PurePosixPath(member.linkname)
-    if target.is_absolute():
-        return _member_path(str(target).lstrip("/"))
-    parts: list[str] = []
-    for part in (PurePosixPath(_member_path(member.name)).parent / target).parts:
-        if part == "..":
-            if parts:
-                parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return "/".join(parts)
-
-
-@dataclass
-class Extraction:
-    """Result of ``extract_selected``: package paths written, and every audio path seen (to
-    give a useful error when a package moved its music)."""
-
-    written: list[str]
-    seen_audio: list[str]
-
-
-def extract_selected(
-    deb: Path, wanted: Iterable[str], root: Path, select: Callable[[str], bool]
-) -> Extraction:
-    """Stream the package's file tree and write the members that ``select(path)`` accepts.
-
-    Streaming ``dpkg-deb --fsys-tarfile`` instead of ``dpkg-deb -x`` means the non-music part
-    of a package (up to 1 GB of game data) is never written. ``wanted`` are exact paths to take
-    as well. Links whose targets were not written are resolved in a second pass, so music that
-    Debian deduplicated through symlinks is still found; the link path gets a copy.
-    """
-    exact = set(wanted)
-    written: list[str] = []
-    links: dict[str, str] = {}
-    seen_audio: list[str] = []
-
-    def stream(take: set[str] | None) -> Iterator[tuple[tarfile.TarInfo, str, IO[bytes] | None]]:
-        with subprocess.Popen(
-            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
-        ) as p:
-            assert p.stdout is not None
-            with tarfile.open(fileobj=p.stdout, mode="r|*") as tar:
-                for member in tar:
-                    path = _member_path(member.name)
-                    if take is not None and path not in take:
-                        continue
-                    handle = tar.extractfile(member) if member.isreg() else None
-                    yield member, path, handle
-            if p.wait() != 0:
-                raise RuntimeError(f"dpkg-deb --fsys-tarfile {deb} failed ({p.returncode})")
-
-    for member, path, handle in stream(None):
-        if PurePosixPath(path).suffix.lower() in AUDIO_SUFFIXES:
-            seen_audio.append(path)
-        if not (path in exact or select(path)):
-            continue
-        if member.issym() or member.islnk():
-            links[path] = _resolve_link(member)
-        elif handle is not None:
-            _write(handle, root / path)
-            written.append(path)
-    missing = {target for target in links.values() if not (root / target).is_file()}
-    if missing:
-        for _member, path, handle in stream(missing):
-            if handle is not None:
-                _write(handle, root / path)
-    for link, target in links.items():
-        if (root / target).is_file():
-            (root / link).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / target, root / link)
-            written.append(link)
-    return Extraction(written, seen_audio)
-
-
-def _write(handle: IO[bytes], dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with dest.open("wb") as out:
-        shutil.copyfileobj(handle, out, length=1 << 20)
-
-
-# --------------------------------------------------------------------------- licences
-
-
-@dataclass(frozen=True)
-class _Dep5Paragraph:
-    patterns: tuple[str, ...]
-    licence: str  # short name from the first line of License:, "" if the field is empty
-    holder: str  # first line of Copyright:, needed for CC-BY attribution
-
-
-@dataclass(frozen=True)
-class LicenceMatch:
-    licence: str
-    holder: str
-    source: str
-
-
-def parse_dep5(text: str) -> list[_Dep5Paragraph] | None:
-    """Parse a machine-readable debian/copyright into Files paragraphs; None if not DEP-5."""
-    if not DEP5_FORMAT.search(text.lstrip().splitlines()[0] if text.strip() else ""):
-        return None
-    paragraphs: list[_Dep5Paragraph] = []
-    for block in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        current = ""
-        for line in block.splitlines():
-            if line[:1] in (" ", "\t") and current:
-                fields[current] += "\n" + line.strip()
-            elif ":" in line and not line.startswith("#"):
-                current, _, value = line.partition(":")
-                current = current.strip().lower()
-                fields[current] = value.strip()
-        if "files" in fields and "license" in fields:
-            licence = (fields["license"].splitlines() or [""])[0].strip()
-            holder = (fields.get("copyright", "").splitlines() or [""])[0].strip()
-            # Some packages write patterns as "./dat/x.ogg" or with doubled slashes.
-            patterns = tuple(
-                re.sub(r"/+", "/", p).removeprefix("./") for p in fields["files"].split()
-            )
-            paragraphs.append(_Dep5Paragraph(patterns, licence, holder))
-    return paragraphs
-
-
-def _dep5_regex(pattern: str) -> re.Pattern[str]:
-    """DEP-5 globs: only ``*`` (any string, including "/") and ``?`` are special."""
-    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".") + r"\Z")
-
-
-def _pattern_tails(pattern: str) -> list[str]:
-    """The pattern itself, then versions with leading literal directories dropped.
-
-    Installs often rename the top of the source tree (supertux's ``data/music/*`` is installed
-    as ``.../supertux2/music/``), so ``music/*`` is tried too. At least one directory must
-    remain, so that e.g. ``debian/*`` never degrades to ``*``.
-    """
-    parts = pattern.split("/")
-    tails = [pattern]
-    for i in range(1, len(parts) - 1):
-        if any(c in parts[i - 1] for c in "*?"):
-            break
-        tails.append("/".join(parts[i:]))
-    return tails
-
-
-def licence_for(path: str, dep5: list[_Dep5Paragraph]) -> LicenceMatch | None:
-    """Licence of an installed file from DEP-5 paragraphs, or None if nothing matches.
-
-    DEP-5 patterns name paths in the *source* tree, which the installed path only ends with
-    (``data/music/x.ogg`` is installed as ``usr/share/games/foo/data/music/x.ogg``), so every
-    path suffix is tried, also against the pattern's tails (see ``_pattern_tails``). As in
-    DEP-5, the last matching paragraph wins.
-    """
-    parts = path.split("/")
-    suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
-    found: LicenceMatch | None = None
-    for paragraph in dep5:
-        for pattern in paragraph.patterns:
-            tail = next(
-                (
-                    t
-                    for t in _pattern_tails(pattern)
-                    if any(_dep5_regex(t).match(s) for s in suffixes)
-                ),
-                None,
-            )
-            if tail is not None:
-                how = "" if tail == pattern else f", matched as {tail}"
-                source = f"debian/copyright (Files: {pattern}{how})"
-                found = LicenceMatch(paragraph.licence, paragraph.holder, source)
-                break
-    return found
 
 
 # --------------------------------------------------------------------------- audio
@@ -399,7 +184,7 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
     deb_cache = dest / "debs"
     try:
         deb = download_deb(package, work, deb_cache)
-        version = _run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
+        version = run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
         copyright_path = f"usr/share/doc/{package}/copyright"
         root = work / "root"
         extraction = extract_selected(deb, [copyright_path], root, _selector(spec))
@@ -410,7 +195,7 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
             deb.unlink()
 
         out_dir.mkdir(parents=True)
-        dep5: list[_Dep5Paragraph] | None = None
+        dep5: list[Dep5Paragraph] | None = None
         if (root / copyright_path).is_file():
             shutil.copyfile(root / copyright_path, out_dir / "copyright")
             dep5 = parse_dep5((root / copyright_path).read_text(encoding="utf-8", errors="replace"))
@@ -540,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dest: Path = args.dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
     if args.apt_update:
-        _run(["apt-get", "update", "-q"])
+        run(["apt-get", "update", "-q"])
     start = time.monotonic()
     failures: list[str] = []
     for package in args.packages:
