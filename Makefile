@@ -44,6 +44,14 @@ bench: $(STAMP)
 hardening: $(STAMP)
 	$(PY) scripts/hardening/report.py
 
+# The default model's recipe is a preset of the one trainer: train PRESET (with EXTRA flags) on
+# the soft-target dataset into runs/distill-PRESET, or continue that run where it stopped.
+train_distilled = if [ -f runs/distill-$(1)/last.pt ]; then \
+	  $(PY) -m training train --resume runs/distill-$(1); \
+	else \
+	  $(PY) -m training train --config training/experiments/default-model.toml --preset $(1) --out runs/distill-$(1) $(2); \
+	fi
+
 # Rebuilds the bundled default model from nothing: fetch real music, render MIDI, label windows
 # with the MTT_musicnn teacher, distil into q2l-small, evaluate. Resumable; about 2 h on 2 cores.
 DISTILL_PRESET ?= q2l-small
@@ -51,8 +59,9 @@ default-model: $(STAMP)
 	$(PY) -m training fetch-music --dest data/music --apt-update
 	$(PY) -m training render --dest data/rendered
 	$(PY) -m training label --music data/music --rendered data/rendered --cache data/distill
-	$(PY) -m training train-distilled --preset $(DISTILL_PRESET) --out runs/distill-$(DISTILL_PRESET) --resume
-	cp runs/distill-$(DISTILL_PRESET)/$(DISTILL_PRESET)-distilled.safetensors model/weights/default.safetensors
+	test -f data/distill-soft/dataset.json || $(PY) -m training prepare-distill --soft --cache data/distill --out data/distill-soft
+	$(call train_distilled,$(DISTILL_PRESET),)
+	cp runs/distill-$(DISTILL_PRESET)/model.safetensors model/weights/default.safetensors
 	$(PY) -m training report --student model/weights/default.safetensors
 
 # The ResCNN student of the report's comparison, trained the same way (after default-model; it
@@ -60,8 +69,8 @@ default-model: $(STAMP)
 # report used fewer (docs/default-model.md says how many).
 BASELINE_EPOCHS ?= 8
 default-model-baseline: $(STAMP)
-	$(PY) -m training train-distilled --preset rescnn --out runs/distill-rescnn --epochs $(BASELINE_EPOCHS) --resume
-	$(PY) -m training report --student model/weights/default.safetensors --baseline runs/distill-rescnn/rescnn-distilled.safetensors
+	$(call train_distilled,rescnn,--epochs $(BASELINE_EPOCHS))
+	$(PY) -m training report --student model/weights/default.safetensors --baseline runs/distill-rescnn/model.safetensors
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

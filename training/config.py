@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 Schedule = Literal["onecycle", "won"]
-SelectBy = Literal["pr_auc", "roc_auc", "loss"]
+SelectBy = Literal["pr_auc", "roc_auc", "loss", "agreement"]
+Targets = Literal["hard", "soft"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OptimizerName = Literal["adam", "sgd"]
 
@@ -81,7 +82,11 @@ class TrainConfig:
         warmup: Fraction of the one-cycle schedule spent warming up (OneCycleLR's pct_start).
         momentum: SGD momentum (Nesterov) in the Won schedule.
         stages: The Won schedule's stages.
-        select_by: Validation metric that picks the best model: "pr_auc", "roc_auc" or "loss".
+        targets: "hard" (the dataset's 0/1 labels) or "soft" (its float targets, e.g. a teacher's
+            probabilities from `prepare-distill --soft`); either way the loss is BCE with logits.
+        select_by: Validation metric that picks the best model: "pr_auc", "roc_auc", "loss" or
+            "agreement" (macro ROC-AUC over the tags with at least 10 positive validation clips,
+            the distilled model's agreement with its teacher).
         eval_crops: Evenly spaced crops per clip in validation and test (Won et al.: 16).
         eval_batch: Windows per forward pass during evaluation.
         seed: Seed of model init, shuffling, crops and dropout.
@@ -89,6 +94,8 @@ class TrainConfig:
         precision: "auto" (bf16 autocast on CUDA if supported, else fp16; fp32 on CPU, for the
             same metrics on every CPU: `model.runtime.resolve_precision(..., cpu_autocast=False)`),
             or forced.
+        cpu_autocast: With precision "auto", bf16 autocast also on a CPU with native bf16 (the
+            inference runtime's rule; faster, but metrics then depend on the CPU).
         device: "auto" (CUDA when present), "cpu" or "cuda".
         stop_after_epoch: Stop once this many epochs are done (continue later with --resume).
         progress: Show tqdm progress bars (main process only).
@@ -108,12 +115,14 @@ class TrainConfig:
     warmup: float = 0.2
     momentum: float = 0.9
     stages: tuple[Stage, ...] = WON_STAGES
+    targets: Targets = "hard"
     select_by: SelectBy = "pr_auc"
     eval_crops: int = 16
     eval_batch: int = 64
     seed: int = 0
     num_workers: int = 4
     precision: Precision = "auto"
+    cpu_autocast: bool = False
     device: str = "auto"
     stop_after_epoch: int | None = None
     progress: bool = True

@@ -1,5 +1,10 @@
 """Evaluation with Won et al.'s protocol: 16 evenly spaced crops per clip, mean of sigmoids.
 
+Clips no longer than one window (the distillation corpus) are scored with one crop whatever
+`n_crops` says: their evenly spaced crops would all start at 0, the same window n times.
+Metrics are always against the 0/1 labels; with `soft` the loss is against the soft targets
+(what the model was trained on).
+
 Under `torchrun` every rank scores its share of the clips and the scores are gathered, so all
 ranks end up with the same full set of predictions and compute the same metrics.
 """
@@ -32,7 +37,8 @@ class Predictions:
         indices: (N,) clip indices into the dataset, in the order requested.
         labels: (N, C) 0/1 labels.
         scores: (N, C) mean sigmoid over the crops of each clip.
-        loss: Mean binary cross-entropy over all crops and tags.
+        loss: Mean binary cross-entropy over all crops and tags (against the soft targets
+            when scored with `soft`).
     """
 
     indices: np.ndarray
@@ -54,6 +60,7 @@ def predict_clips(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "evaluating",
+    soft: bool = False,
 ) -> Predictions:
     """Score `indices` with `n_crops` crops each; the model's mode is restored afterwards.
 
@@ -63,7 +70,10 @@ def predict_clips(
     """
     indices = np.asarray(indices, dtype=np.int64)
     shard = indices[env.rank :: env.world_size]
-    dataset = EvaluationClips(data, shard, model.audio.window_samples, n_crops)
+    window = model.audio.window_samples
+    if len(indices) and int(data.lengths[indices].max()) <= window:
+        n_crops = 1
+    dataset = EvaluationClips(data, shard, window, n_crops, soft=soft)
     loader = DataLoader(
         dataset,
         batch_size=max(1, eval_batch // n_crops),
@@ -76,8 +86,8 @@ def predict_clips(
     scores: list[np.ndarray] = []
     loss_sum = 0.0
     for crops, labels, clip in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        batch, crops_per_clip, window = crops.shape
-        windows = crops.reshape(batch * crops_per_clip, window).to(env.device, non_blocking=True)
+        batch, crops_per_clip, samples = crops.shape
+        windows = crops.reshape(batch * crops_per_clip, samples).to(env.device, non_blocking=True)
         with torch.autocast(env.device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(windows)
         logits = logits.float().reshape(batch, crops_per_clip, -1)
@@ -118,6 +128,7 @@ def evaluate_split(
     dtype: torch.dtype | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    soft: bool = False,
 ) -> tuple[Metrics, Predictions]:
     """Metrics and predictions of `model` on one split of `data`.
 
@@ -142,6 +153,7 @@ def evaluate_split(
         num_workers=num_workers,
         progress=progress,
         desc=f"{split} ({len(indices)} clips)",
+        soft=soft,
     )
     metrics = tagging_metrics(
         predictions.labels, predictions.scores, data.tag_names, loss=predictions.loss

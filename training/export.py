@@ -1,7 +1,9 @@
 """Final evaluation of a run's best model and export in the service's checkpoint format.
 
 Thresholds are calibrated on the validation set (per tag, the one that maximises F1), never on
-the test set; validation and test metrics go into the checkpoint's provenance.
+the test set; validation and test metrics go into the checkpoint's provenance. A distilled run
+(`targets = "soft"`) is calibrated against the dataset's 0/1 labels, which are then the teacher's
+score >= 0.3 or the ground truth, and its provenance names the teacher and the agreement.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import numpy as np
 
 from model.base import TaggingModel
 from model.checkpoint import save_checkpoint
-from model.runtime import resolve_precision
 from training.config import TrainConfig
 from training.data.store import PreparedDataset
 from training.distributed import DistEnv
 from training.evaluate import evaluate_split
-from training.metrics import Metrics, calibrate_thresholds, format_summary, write_report
-from training.run import write_json
+from training.metrics import (
+    Metrics,
+    calibrate_thresholds,
+    format_summary,
+    frequent_tag_auc,
+    write_report,
+)
+from training.run import autocast_dtype, write_json
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,15 @@ PROTOCOL = (
     "Won et al.: 16 evenly spaced crops per clip, mean of sigmoid scores, macro ROC-AUC and "
     "macro PR-AUC (scikit-learn) over tags with positive and negative clips"
 )
+ONE_WINDOW_PROTOCOL = (
+    "one crop per clip of one window, sigmoid scores, macro ROC-AUC and macro PR-AUC "
+    "(scikit-learn) over tags with positive and negative clips"
+)
+
+
+def protocol(data: PreparedDataset, window: int) -> str:
+    """How the metrics were measured (clips no longer than a window get a single crop)."""
+    return ONE_WINDOW_PROTOCOL if int(data.lengths.max(initial=0)) <= window else PROTOCOL
 
 
 def finalize(
@@ -47,13 +63,15 @@ def finalize(
     per-split reports go to `reports` (normally the run directory). Returns `metrics.json`.
     """
     model.to(env.device)
-    dtype = resolve_precision(config.precision, env.device, cpu_autocast=False)
+    dtype = autocast_dtype(config, env.device)
+    soft = config.targets == "soft"
     options: dict[str, Any] = {
         "n_crops": config.eval_crops,
         "eval_batch": config.eval_batch,
         "dtype": dtype,
         "num_workers": config.num_workers,
         "progress": config.progress and env.is_main,
+        "soft": soft,
     }
     valid, valid_predictions = evaluate_split(model, data, "valid", env, **options)
     test: Metrics | None = None
@@ -64,17 +82,24 @@ def finalize(
     thresholds, uncalibrated = calibrate_thresholds(
         valid_predictions.labels, valid_predictions.scores
     )
+    agreement: float | None = None
+    if soft or config.select_by == "agreement":
+        agreement, _ = frequent_tag_auc(
+            valid_predictions.labels, valid_predictions.scores, data.tag_names
+        )
     summary: dict[str, Any] = {
         "complete": True,
         "preset": config.preset,
         "parameters": model.num_parameters(),
         "best_epoch": best_epoch,
         "selected_by": config.select_by,
+        "targets": config.targets,
+        "valid_agreement_roc_auc": agreement,
         "valid": valid.summary(),
         "test": test.summary() if test is not None else None,
         "thresholds": dict(zip(data.tag_names, thresholds, strict=True)),
         "uncalibrated_tags": [data.tag_names[i] for i in uncalibrated],
-        "protocol": PROTOCOL,
+        "protocol": protocol(data, model.audio.window_samples),
         **(extra or {}),
     }
     if env.is_main:
@@ -94,6 +119,7 @@ def finalize(
                 uncalibrated=[data.tag_names[i] for i in uncalibrated],
                 best_epoch=best_epoch,
                 world_size=env.world_size,
+                agreement=agreement,
             )
             summary["exported"] = str(export_to)
             log.info("exported %s", export_to)
@@ -112,9 +138,28 @@ def export_checkpoint(
     uncalibrated: list[str],
     best_epoch: int,
     world_size: int,
+    agreement: float | None = None,
 ) -> Path:
-    """Write the service checkpoint with calibrated thresholds and metrics in its provenance."""
+    """Write the service checkpoint with calibrated thresholds and metrics in its provenance.
+
+    Args:
+        agreement: Validation agreement with the teacher (`frequent_tag_auc`), if measured.
+    """
     source = data.info.get("source", {})
+    soft = config.targets == "soft"
+    valid = metrics.get("valid")
+    # Read by `training.distill.report` (the default model's report) under these names.
+    distillation: dict[str, Any] = (
+        {
+            "valid_agreement_roc_auc": agreement,
+            "valid_soft_bce": valid.loss if valid is not None else None,
+        }
+        if soft
+        else {}
+    )
+    calibrated_against = (
+        f"teacher >= {source.get('threshold')} or ground truth" if soft else "the labels"
+    )
     provenance = {
         "training_data": {
             **source,
@@ -132,21 +177,33 @@ def export_checkpoint(
             "lr": config.lr,
             "weight_decay": config.weight_decay,
             "warmup": config.warmup,
-            "loss": "binary cross-entropy with logits",
+            "targets": config.targets,
+            "loss": "binary cross-entropy with logits"
+            + (
+                " on soft targets (teacher probabilities, ground truth where known)" if soft else ""
+            ),
+            "precision": config.precision,
+            "cpu_autocast": config.cpu_autocast,
             "selected_by": f"validation {config.select_by}",
             "seed": config.seed,
         },
         "best_epoch": best_epoch,
         "metrics": {
-            split: (value.summary() if value is not None else None)
-            for split, value in metrics.items()
+            **{
+                split: (value.summary() if value is not None else None)
+                for split, value in metrics.items()
+            },
+            **distillation,
         },
-        "evaluation": PROTOCOL,
-        "thresholds": "per tag, the validation-set threshold with the highest F1",
+        "evaluation": protocol(data, model.audio.window_samples),
+        "thresholds": "per tag, the validation-set threshold with the highest F1 against "
+        f"{calibrated_against}",
         "uncalibrated_tags": uncalibrated,
     }
     if "licence" in source:
         provenance["licence"] = source["licence"]
+    if "teacher" in source:
+        provenance["teacher"] = source["teacher"]
     model.eval()
     return save_checkpoint(
         path,

@@ -178,3 +178,22 @@ def write_report(directory: str | Path, split: str, metrics: Metrics) -> None:
     (directory / f"{split}_metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")
     (directory / f"{split}_per_tag.csv").write_text(per_tag_csv(metrics))
     (directory / f"{split}_per_tag.md").write_text(per_tag_markdown(metrics))
+
+
+AGREEMENT_MIN_POSITIVES = 10  # a distilled model's agreement averages over tags this frequent
+
+
+def frequent_tag_auc(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    tag_names: Sequence[str],
+    min_positives: int = AGREEMENT_MIN_POSITIVES,
+) -> tuple[float | None, list[str]]:
+    """Macro ROC-AUC over the tags with at least `min_positives` positives, and those tags.
+
+    Against a teacher's labels this is the agreement a distilled model is selected by: rare
+    tags' AUCs rest on a handful of clips and would make the average noise.
+    """
+    keep = (np.asarray(labels) > 0).sum(axis=0) >= min_positives
+    names = [n for n, k in zip(tag_names, keep, strict=True) if k]
+    return tagging_metrics(labels[:, keep], scores[:, keep], names).roc_auc, names

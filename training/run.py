@@ -1,7 +1,8 @@
 """The run directory: what a training run writes, and how to read it back.
 
     config.json          the resolved TrainConfig, the model config and the dataset summary
-    log.csv              one row per epoch: losses, validation ROC-AUC/PR-AUC, seconds
+    log.csv              one row per epoch: losses, validation ROC-AUC/PR-AUC (and agreement),
+                         seconds
     last.pt              everything needed to resume (weights, optimizer, schedule, RNG, history)
     best.pt              weights of the best epoch so far (by `select_by`)
     epoch-NNN.pt         weights of every epoch, only with `keep_epoch_checkpoints`
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from model.base import TaggingModel
+from model.runtime import resolve_precision
 from model.zoo import build_model, config_for
 from training.config import ConfigError, TrainConfig, config_from_dict
 
@@ -42,6 +44,7 @@ LOG_FIELDS = (
     "val_seconds",
     "seconds",
     "best",
+    "val_agreement",  # only with select_by = "agreement"; last, so older logs are a prefix
 )
 
 
@@ -179,3 +182,8 @@ def state_digest(model: torch.nn.Module) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The run's autocast dtype (None: fp32) for training and evaluation alike."""
+    return resolve_precision(config.precision, device, cpu_autocast=config.cpu_autocast)

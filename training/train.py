@@ -1,7 +1,9 @@
 """One training run: the paper's recipe by default, Won et al.'s long schedule on request.
 
-Loop per epoch: random crops -> BCE with logits -> optimizer step (and one-cycle step per batch)
--> validation with 16 crops per clip -> best model by `select_by` -> `last.pt` and `log.csv`.
+Loop per epoch: random crops -> BCE with logits against the 0/1 labels, or against the
+dataset's soft targets with `targets = "soft"` (distillation) -> optimizer step (and one-cycle
+step per batch) -> validation with 16 crops per clip (one for clips of one window) -> best
+model by `select_by` -> `last.pt` and `log.csv`.
 When all epochs are done, the best model is evaluated on valid and test, thresholds are
 calibrated on valid and the model is exported (see `training.export`).
 
@@ -28,17 +30,17 @@ from tqdm import tqdm
 
 from model.base import TaggingModel
 from model.config import config_to_dict
-from model.runtime import resolve_precision
 from training.config import TrainConfig, stage_index
 from training.data.dataset import RandomCrops
 from training.data.store import DatasetError, PreparedDataset
 from training.distributed import DistEnv, barrier, gather_objects, sum_tensor, sync_buffers
 from training.evaluate import evaluate_split
 from training.export import finalize
-from training.metrics import Metrics
+from training.metrics import Metrics, frequent_tag_auc
 from training.run import (
     RunDir,
     RunError,
+    autocast_dtype,
     build_run_model,
     load_pt,
     save_atomic,
@@ -105,9 +107,11 @@ def make_scheduler(
     return OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup)
 
 
-def _selection_value(config: TrainConfig, metrics: Metrics) -> float:
+def _selection_value(config: TrainConfig, metrics: Metrics, agreement: float | None) -> float:
     """Higher is better. Without any evaluable tag, AUCs do not exist: fall back to the loss."""
     assert metrics.loss is not None
+    if config.select_by == "agreement" and agreement is not None:
+        return agreement
     if config.select_by == "pr_auc" and metrics.pr_auc is not None:
         return metrics.pr_auc
     if config.select_by == "roc_auc" and metrics.roc_auc is not None:
@@ -230,7 +234,8 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
         _describe(config, model, data, env)
 
     window = model.audio.window_samples
-    dataset = RandomCrops(data, data.split_indices("train"), window, config.seed)
+    soft = config.targets == "soft"
+    dataset = RandomCrops(data, data.split_indices("train"), window, config.seed, soft=soft)
     sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor]] = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed
     )
@@ -246,7 +251,7 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
     if env.distributed:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=device_ids)
-    dtype = resolve_precision(config.precision, env.device, cpu_autocast=False)
+    dtype = autocast_dtype(config, env.device)
     scaler = torch.amp.GradScaler(env.device.type, enabled=dtype == torch.float16)
 
     stage = 0
@@ -287,6 +292,7 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
         "dtype": dtype,
         "num_workers": config.num_workers,
         "progress": config.progress and env.is_main,
+        "soft": soft,
     }
     for epoch in range(start_epoch, total):
         if config.schedule == "won":
@@ -310,9 +316,13 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
         )
         sync_buffers(env, model)
         trained = time.perf_counter()
-        metrics, _ = evaluate_split(model, data, "valid", env, **options)
+        metrics, predictions = evaluate_split(model, data, "valid", env, **options)
         finished = time.perf_counter()
-        value = _selection_value(config, metrics)
+        agreement = None
+        if config.select_by == "agreement":
+            labels, scores = predictions.labels, predictions.scores
+            agreement, _ = frequent_tag_auc(labels, scores, data.tag_names)
+        value = _selection_value(config, metrics, agreement)
         improved = best_value is None or value > best_value
         if improved:
             best_value, best_epoch, best_state = value, epoch + 1, _cpu_state(model)
@@ -324,6 +334,7 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
             "val_loss": metrics.loss,
             "val_roc_auc": metrics.roc_auc,
             "val_pr_auc": metrics.pr_auc,
+            "val_agreement": agreement,
             "train_seconds": trained - started,
             "val_seconds": finished - trained,
             "seconds": finished - started,
@@ -353,13 +364,14 @@ def train(config: TrainConfig, env: DistEnv, *, resume: bool = False) -> RunResu
                 save_atomic({"model": model.state_dict(), "epoch": epoch + 1}, run.epoch(epoch + 1))
             write_log(run.log, history)
             log.info(
-                "epoch %d/%d: train loss %.4f, val loss %.4f, ROC-AUC %s, PR-AUC %s, %.1f s%s",
+                "epoch %d/%d: train loss %.4f, val loss %.4f, ROC-AUC %s, PR-AUC %s, %s%.1f s%s",
                 epoch + 1,
                 total,
                 train_loss,
                 metrics.loss,
                 _fmt(metrics.roc_auc),
                 _fmt(metrics.pr_auc),
+                "" if agreement is None else f"agreement {agreement:.4f}, ",
                 finished - started,
                 " (best)" if improved else "",
             )

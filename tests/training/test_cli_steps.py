@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
         ("fetch-music", "--apt-update"),
         ("render", "--pieces"),
         ("label", "--rendered"),
-        ("train-distilled", "--preset"),
         ("report", "--student"),
     ],
 )
@@ -45,7 +44,6 @@ def test_the_top_level_help_lists_every_command() -> None:
         "fetch-music",
         "render",
         "label",
-        "train-distilled",
         "report",
     ):
         assert command in text

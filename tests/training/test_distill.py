@@ -1,4 +1,4 @@
-"""The default-model pipeline: corpus splits, window labels, targets, and a tiny full run."""
+"""The default-model pipeline: corpus splits, window labels, targets, and a tiny real corpus."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from model.checkpoint import load_checkpoint
 from model.tags import MTAT_TAG_NAMES
+from training.data.distilled import prepare_distilled
 from training.distill.cache import WINDOW, _label_matrix, build_cache, read_index
 from training.distill.corpus import Source, music_sources, package_split
 from training.distill.data import Split, load_split
-from training.distill.train import DistillConfig, train
 
 PIANO, FLUTE, VIOLIN = (MTAT_TAG_NAMES.index(t) for t in ("piano", "flute", "violin"))
 
@@ -70,33 +69,32 @@ def _tone(path: Path, seconds: float, freq: float, noise: float) -> None:
     soundfile.write(path, audio.astype(np.float32), rate, format="FLAC")
 
 
-def test_tiny_distillation_run_exports_a_service_checkpoint(tmp_path: Path) -> None:
+def test_a_tiny_corpus_becomes_a_soft_target_dataset(tmp_path: Path) -> None:
     music = tmp_path / "music"
     rows = []
     for package, freq, noise in [
         ("wesnoth-1.16-music", 440.0, 0.01),
         ("naev-data", 220.0, 0.2),
         ("xmoto-data", 330.0, 0.05),
+        ("singularity-music", 550.0, 0.02),
     ]:
         (music / package).mkdir(parents=True)
         _tone(music / package / "track.flac", 9.0, freq, noise)
         rows.append({"package": package, "local_path": f"{package}/track.flac", "licence": "GPL"})
     (music / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert len(music_sources(music)) == 3
+    assert len(music_sources(music)) == 4
 
     cache = tmp_path / "cache"
     build_cache(music, tmp_path / "no-renders", cache, threads=1, max_windows=2)
-    assert len(read_index(cache)) == 3
-    assert len(load_split(cache, "train")) == 4  # two sources, two windows each
+    assert len(read_index(cache)) == 4
+    train = load_split(cache, "train")
+    assert len(train) == 4  # two sources, two windows each
 
-    config = DistillConfig(
-        cache=str(cache), out=str(tmp_path / "run"), epochs=1, batch_size=2, precision="fp32"
-    )
-    exported = train(config, resume=False)
-    checkpoint = load_checkpoint(exported)
-    assert checkpoint.metadata.preset == "q2l-small"
-    assert len(checkpoint.metadata.thresholds) == 50
-    assert "MTT_musicnn" in checkpoint.metadata.provenance["teacher"]
-    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert log[0].startswith("epoch,train_loss,valid_loss")
-    assert len(log) == 2
+    data = prepare_distilled(cache, tmp_path / "soft", soft=True)
+    assert data.n_classes == 50
+    assert data.info["clips"] == {"train": 4, "valid": 2, "test": 2}
+    assert data.targets is not None
+    train_rows = data.split_indices("train")
+    # No render: the soft targets are the teacher's scores, in the cache's source order.
+    assert np.allclose(data.targets[train_rows], train.teacher)
+    assert "MTT_musicnn" in data.info["source"]["teacher"]

@@ -5,12 +5,13 @@ render            music21 scores played by GM programs -> labelled audio (data/r
 label             audio windows + the musicnn teacher's scores -> cache (data/distill)
 prepare-mtat      MagnaTagATune folder (+ Won et al.'s split files) -> prepared dataset
 prepare-manifest  own audio + manifest + vocabulary -> prepared dataset
-prepare-distill   the teacher-labelled cache (data/distill) -> prepared dataset
-train             one run (paper's recipe by default; --config for a TOML/JSON file)
+prepare-distill   the teacher-labelled cache (data/distill) -> prepared dataset (--soft: the
+                  teacher's soft targets over all 50 tags, for distillation)
+train             one run (paper's recipe by default; --config for a TOML/JSON file; the
+                  default model: --config training/experiments/default-model.toml)
 evaluate          a checkpoint or run on one split: macro ROC/PR-AUC and a per-tag table
 export            a run's best model -> service checkpoint (calibrated thresholds)
 compare           several models × seeds with one recipe -> results table and plot
-train-distilled   the teacher's soft targets on the cache -> the default model (distill-q2l-small)
 report            the default model's report (teacher agreement, rendered-audio AUCs)
 """
 

@@ -42,6 +42,7 @@ RECIPE_FLAGS = (
     "batch_size",
     "lr",
     "weight_decay",
+    "targets",
     "select_by",
     "eval_crops",
     "seed",

@@ -62,6 +62,11 @@ def register(commands: Any) -> None:
     distill.add_argument("--min-positives", type=int, default=DEFAULT_MIN_POSITIVES)
     distill.add_argument("--seed", type=int, default=0, help="seed of the window subsets")
     distill.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    distill.add_argument(
+        "--soft",
+        action="store_true",
+        help='all 50 tags with the teacher\'s soft targets (train with targets = "soft")',
+    )
     mtat.set_defaults(handler=_cmd_prepare_mtat)
     manifest.set_defaults(handler=_cmd_prepare_manifest)
     distill.set_defaults(handler=_cmd_prepare_distill)
@@ -108,6 +113,7 @@ def _cmd_prepare_distill(args: argparse.Namespace) -> None:
         min_positives=args.min_positives,
         seed=args.seed,
         overwrite=args.overwrite,
+        soft=args.soft,
     )
     report_dataset(dataset)
     print(f"tags: {', '.join(dataset.tag_names)}")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model.checkpoint import load_checkpoint
 from model.runtime import resolve_precision
 from model.zoo import preset_names
@@ -30,7 +32,10 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, dest="batch_size")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--weight-decay", type=float, dest="weight_decay")
-    parser.add_argument("--select-by", choices=("pr_auc", "roc_auc", "loss"), dest="select_by")
+    parser.add_argument("--targets", choices=("hard", "soft"), help="0/1 labels or soft targets")
+    parser.add_argument(
+        "--select-by", choices=("pr_auc", "roc_auc", "loss", "agreement"), dest="select_by"
+    )
     parser.add_argument("--eval-crops", type=int, dest="eval_crops")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, dest="num_workers", help="DataLoader workers")
@@ -114,7 +119,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         resume = False
     with distributed.session(config.device) as env:
         configure_logging(env.rank)
-        result = train(config, env, resume=resume)
+        # Quiet passages produce denormal floats, which make CPU convolutions up to 10x slower.
+        # The switch is process-wide: set for this run only (`main` also runs inside tests).
+        flushed = env.device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            result = train(config, env, resume=resume)
+        finally:
+            if flushed:
+                torch.set_flush_denormal(False)
         if env.is_main and result.completed and result.final is not None:
             exported = result.final.get("exported")
             print(f"finished: metrics in {result.run_dir / 'metrics.json'}", end="")

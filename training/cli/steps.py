@@ -32,12 +32,6 @@ def _label(argv: Sequence[str]) -> int | None:
     return main(argv)
 
 
-def _train_distilled(argv: Sequence[str]) -> int | None:
-    from training.distill.train import main
-
-    return main(argv)
-
-
 def _report(argv: Sequence[str]) -> int | None:
     from training.distill.report import main
 
@@ -48,10 +42,6 @@ STEPS: dict[str, tuple[Callable[[Sequence[str]], int | None], str]] = {
     "fetch-music": (_fetch_music, "fetch DFSG-free music from Debian packages into data/music"),
     "render": (_render, "render music21 scores with GM programs into labelled audio"),
     "label": (_label, "cache audio windows and the musicnn teacher's scores (data/distill)"),
-    "train-distilled": (
-        _train_distilled,
-        "distil the teacher into a student on the cache (the default model's recipe)",
-    ),
     "report": (_report, "the default model's report: teacher agreement and rendered-audio AUCs"),
 }
 

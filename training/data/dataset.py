@@ -13,7 +13,23 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from model.inference import evaluation_crops
-from training.data.store import PreparedDataset
+from training.data.store import DatasetError, PreparedDataset
+
+
+def target_array(data: PreparedDataset, soft: bool) -> np.ndarray:
+    """(N, C) what the loss compares with: the soft targets, or the 0/1 labels.
+
+    Raises:
+        DatasetError: soft targets asked of a dataset prepared without them.
+    """
+    if not soft:
+        return data.labels
+    if data.targets is None:
+        raise DatasetError(
+            f"{data.root} has no soft targets (targets = \"soft\"): prepare it with "
+            "`python -m training prepare-distill --soft`"
+        )
+    return data.targets
 
 
 class RandomCrops(Dataset[tuple[Tensor, Tensor]]):
@@ -26,13 +42,23 @@ class RandomCrops(Dataset[tuple[Tensor, Tensor]]):
         indices: Clips to draw from (e.g. `data.split_indices("train")`).
         window: Crop length in samples (`model.audio.window_samples`).
         seed: Run seed.
+        soft: Yield the dataset's soft targets instead of its 0/1 labels.
 
     Item:
-        waveform (window,) float32, labels (C,) float32
+        waveform (window,) float32, labels or soft targets (C,) float32
     """
 
-    def __init__(self, data: PreparedDataset, indices: np.ndarray, window: int, seed: int) -> None:
+    def __init__(
+        self,
+        data: PreparedDataset,
+        indices: np.ndarray,
+        window: int,
+        seed: int,
+        *,
+        soft: bool = False,
+    ) -> None:
         self.data = data
+        self.targets = target_array(data, soft)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.window = window
         self.seed = seed
@@ -53,7 +79,7 @@ class RandomCrops(Dataset[tuple[Tensor, Tensor]]):
     def __getitem__(self, item: int) -> tuple[Tensor, Tensor]:
         clip = int(self.indices[item])
         samples = self.data.read(clip, self.crop_start(item), self.window)
-        labels = self.data.labels[clip].astype(np.float32)
+        labels = self.targets[clip].astype(np.float32)
         return torch.from_numpy(samples), torch.from_numpy(labels)
 
 
@@ -61,13 +87,20 @@ class EvaluationClips(Dataset[tuple[Tensor, Tensor, int]]):
     """Won et al.'s evaluation input: `n_crops` evenly spaced windows of each whole clip.
 
     Item:
-        crops (n_crops, window) float32, labels (C,) float32, clip index
+        crops (n_crops, window) float32, labels or soft targets (C,) float32, clip index
     """
 
     def __init__(
-        self, data: PreparedDataset, indices: np.ndarray, window: int, n_crops: int = 16
+        self,
+        data: PreparedDataset,
+        indices: np.ndarray,
+        window: int,
+        n_crops: int = 16,
+        *,
+        soft: bool = False,
     ) -> None:
         self.data = data
+        self.targets = target_array(data, soft)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.window = window
         self.n_crops = n_crops
@@ -79,5 +112,5 @@ class EvaluationClips(Dataset[tuple[Tensor, Tensor, int]]):
         clip = int(self.indices[item])
         waveform = torch.from_numpy(self.data.read(clip))
         crops = evaluation_crops(waveform, self.window, self.n_crops)
-        labels = torch.from_numpy(self.data.labels[clip].astype(np.float32))
+        labels = torch.from_numpy(self.targets[clip].astype(np.float32))
         return crops, labels, clip

@@ -13,6 +13,11 @@ runs on it unchanged:
   split of the whole cache, so macro ROC-AUC and PR-AUC average over tags that can be
   measured (a tag without positives in a subset is skipped by the metrics, as always);
 - optionally a seeded random subset of windows per split, for a compute budget.
+
+With `soft` it is the default model's training data instead: every one of the 50 tags is kept
+and each window also carries float soft targets (the teacher's probabilities, replaced by the
+render's instrument truth where that is known) for `train` with `targets = "soft"`; the 0/1
+labels stay the agreement labels the model is selected and calibrated against.
 """
 
 from __future__ import annotations
@@ -50,6 +55,17 @@ def window_labels(teacher: np.ndarray, truth: np.ndarray, threshold: float) -> n
     return np.where(truth >= 0, truth, binary).astype(np.uint8)
 
 
+def soft_targets(teacher: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N, C) float32 distillation targets: teacher probabilities, or the ground truth."""
+    return np.where(truth >= 0, truth, teacher).astype(np.float32)
+
+
+TEACHER = (
+    "MTT_musicnn (musicnn==0.1.0, ISC; trained on MagnaTagATune, CC BY-NC-SA 3.0: "
+    "non-commercial lineage)"
+)
+
+
 def _choose(n_total: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
     if limit is None or limit >= n_total:
         return np.arange(n_total)
@@ -65,6 +81,7 @@ def prepare_distilled(
     min_positives: int = DEFAULT_MIN_POSITIVES,
     seed: int = 0,
     overwrite: bool = False,
+    soft: bool = False,
 ) -> PreparedDataset:
     """Write the cache at `cache` as a prepared dataset at `out`.
 
@@ -73,6 +90,7 @@ def prepare_distilled(
         threshold: Teacher score at or above which a tag counts as present.
         min_positives: Tags with fewer positive windows than this in any split are dropped.
         seed: Seed of the window subsets.
+        soft: Keep all 50 tags and store the soft targets too (see the module docstring).
 
     Raises:
         DatasetError: not a cache, an empty split, or no tag with enough positives.
@@ -83,19 +101,20 @@ def prepare_distilled(
     rng = np.random.default_rng(seed)
     chosen: dict[str, list[tuple[dict[str, object], np.ndarray]]] = {}
     labels: dict[str, np.ndarray] = {}
+    targets: dict[str, np.ndarray] = {}
     full_positives = []
     for split in SPLITS:
         sources = [r for r in rows if r["split"] == split]
         if not sources:
             raise DatasetError(f"{cache} has no sources in the {split} split")
-        every = [
-            window_labels(
+        scores = [
+            (
                 np.load(cache / str(r["source_id"]) / "teacher.npy"),
                 np.load(cache / str(r["source_id"]) / "labels.npy"),
-                threshold,
             )
             for r in sources
         ]
+        every = [window_labels(teacher, truth, threshold) for teacher, truth in scores]
         full_positives.append(sum((e > 0).sum(axis=0) for e in every))
         counts = np.array([len(e) for e in every])
         picked = _choose(int(counts.sum()), limits.get(split), rng)
@@ -107,10 +126,17 @@ def prepare_distilled(
             if len(rows_k):
                 chosen[split].append((row, rows_k))
         labels[split] = np.concatenate(every)[picked]  # `picked` is sorted: source order
+        if soft:
+            targets[split] = np.concatenate([soft_targets(*pair) for pair in scores])[picked]
 
     # The vocabulary depends on the whole corpus, not on the subset drawn for a budget.
     positives = np.stack(full_positives)
-    keep = np.flatnonzero((positives >= min_positives).all(axis=0))
+    # Distillation learns every tag the teacher scores, rare ones included.
+    keep = (
+        np.arange(len(MTAT_TAGS))
+        if soft
+        else np.flatnonzero((positives >= min_positives).all(axis=0))
+    )
     if len(keep) == 0:
         raise DatasetError(
             f"no tag has {min_positives} positive windows in every split; lower min_positives"
@@ -131,6 +157,7 @@ def prepare_distilled(
                         np.asarray(windows[window_row]),
                         labels[split][offset + j, keep],
                         split,
+                        targets[split][offset + j, keep] if soft else None,
                     )
                 offset += len(rows_k)
         return writer.finish(
@@ -138,8 +165,15 @@ def prepare_distilled(
             source={
                 "kind": "distillation cache",
                 "cache": str(cache),
+                "targets": "soft" if soft else "hard",
+                "teacher": TEACHER,
+                "description": "real music from Debian packages and rendered music21 pieces, "
+                "labelled by the teacher; see docs/model-card.md",
+                # Exported with every model trained on it: the teacher's data is non-commercial.
+                "licence": "non-commercial lineage: the teacher was trained on MagnaTagATune "
+                "(CC BY-NC-SA 3.0)",
                 "threshold": threshold,
-                "min_positives": min_positives,
+                "min_positives": None if soft else min_positives,
                 "limits": {s: limits.get(s) for s in SPLITS},
                 "seed": seed,
                 "positives": {

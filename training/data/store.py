@@ -5,7 +5,8 @@ A prepared dataset is a directory:
     dataset.json   format marker, sample rate, sample dtype, tag vocabulary, split counts,
                    skipped files and where the data came from; written last, so its presence
                    means the directory is complete
-    index.npz      per clip: key, source path, split, offset and length in samples, labels (N, C)
+    index.npz      per clip: key, source path, split, offset and length in samples, labels (N, C);
+                   optionally float32 soft targets (N, C) (e.g. a teacher's probabilities)
     audio.<dtype>  every clip's samples back to back (int16 or float16, native byte order)
 
 16-bit samples halve the storage of the reference code's float32 `.npy` files (MTAT's 21k clips:
@@ -109,17 +110,33 @@ class DatasetWriter:
         self._offsets: list[int] = []
         self._lengths: list[int] = []
         self._labels: list[np.ndarray] = []
+        self._targets: list[np.ndarray] = []
 
     def add(
-        self, key: str, source: str, samples: np.ndarray, labels: np.ndarray, split: str
+        self,
+        key: str,
+        source: str,
+        samples: np.ndarray,
+        labels: np.ndarray,
+        split: str,
+        targets: np.ndarray | None = None,
     ) -> None:
-        """Append one clip: float32 samples (T,), 0/1 labels (C,), split in SPLITS."""
+        """Append one clip: float32 samples (T,), 0/1 labels (C,), split in SPLITS, and
+        optionally float soft targets (C,) in [0, 1]: every clip or none."""
         if split not in SPLITS:
             raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if labels.shape != (self.n_classes,):
             raise DatasetError(
                 f"labels of {key} have shape {labels.shape}, not ({self.n_classes},)"
             )
+        if self._keys and (targets is not None) != bool(self._targets):
+            raise DatasetError(f"{key}: soft targets must be given for every clip or none")
+        if targets is not None:
+            if targets.shape != (self.n_classes,):
+                raise DatasetError(
+                    f"targets of {key} have shape {targets.shape}, not ({self.n_classes},)"
+                )
+            self._targets.append(targets.astype(np.float32))
         stored = encode_samples(samples, self.dtype)
         self._audio.write(stored.tobytes())
         self._keys.append(key)
@@ -161,15 +178,17 @@ class DatasetWriter:
             if self._labels
             else np.zeros((0, self.n_classes), dtype=np.uint8)
         )
-        np.savez(
-            self.root / "index.npz",
-            keys=np.array(self._keys, dtype=str),
-            sources=np.array(self._sources, dtype=str),
-            splits=np.array(self._splits, dtype=str),
-            offsets=np.array(self._offsets, dtype=np.int64),
-            lengths=np.array(self._lengths, dtype=np.int64),
-            labels=labels,
-        )
+        arrays: dict[str, Any] = {  # Any: savez also takes a bool keyword
+            "keys": np.array(self._keys, dtype=str),
+            "sources": np.array(self._sources, dtype=str),
+            "splits": np.array(self._splits, dtype=str),
+            "offsets": np.array(self._offsets, dtype=np.int64),
+            "lengths": np.array(self._lengths, dtype=np.int64),
+            "labels": labels,
+        }
+        if self._targets:
+            arrays["targets"] = np.stack(self._targets)
+        np.savez(self.root / "index.npz", **arrays)
         splits = np.array(self._splits, dtype=str)
         info = {
             "format": FORMAT,
@@ -196,6 +215,7 @@ class PreparedDataset:
     Attributes:
         tags: The vocabulary, one tag per label column.
         labels: (N, C) uint8 0/1 labels.
+        targets: (N, C) float32 soft targets, or None when the dataset has none.
         splits: (N,) split name of each clip.
         info: The parsed `dataset.json`.
     """
@@ -212,6 +232,7 @@ class PreparedDataset:
         self.offsets: np.ndarray = index["offsets"]
         self.lengths: np.ndarray = index["lengths"]
         self.labels: np.ndarray = index["labels"]
+        self.targets: np.ndarray | None = index.get("targets")
         self._audio: np.memmap[Any, Any] | None = None
 
     @classmethod

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from model.base import TaggingModel
 from model.inference import predict_windows
 from model.tags import MTAT_TAG_NAMES
+from training import metrics
+from training.data.distilled import soft_targets
 from training.distill.cache import read_index
-from training.metrics import tagging_metrics
 
 TEACHER_POSITIVE = 0.3  # a teacher score at or above this counts as a positive label
 MIN_POSITIVES = 10  # agreement is averaged over tags with at least this many positive windows
@@ -40,9 +40,7 @@ def score_split(
 
 def frequent_tag_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, list[str]]:
     """Macro ROC-AUC over the tags with at least MIN_POSITIVES positives, and those tags."""
-    keep = (labels > 0).sum(axis=0) >= MIN_POSITIVES
-    names = [n for n, k in zip(MTAT_TAG_NAMES, keep, strict=True) if k]
-    return tagging_metrics(labels[:, keep], scores[:, keep], names).roc_auc, names
+    return metrics.frequent_tag_auc(labels, scores, MTAT_TAG_NAMES, MIN_POSITIVES)
 
 
 @dataclass
@@ -68,7 +66,7 @@ class Split:
 
     def soft_targets(self) -> np.ndarray:
         """Teacher probabilities, replaced by ground truth where the render's labels are known."""
-        return np.where(self.labels >= 0, self.labels, self.teacher).astype(np.float32)
+        return soft_targets(self.teacher, self.labels)
 
     def agreement_labels(self) -> np.ndarray:
         """0/1 labels: teacher >= 0.3, or the ground truth where it is known."""
@@ -97,18 +95,3 @@ def load_split(cache: Path, split: str) -> Split:
         source_ids=np.concatenate(ids),
         kinds=np.concatenate(kinds),
     )
-
-
-class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """(float32 window, soft target) pairs of one split."""
-
-    def __init__(self, split: Split) -> None:
-        self.windows = split.windows
-        self.targets = split.soft_targets()
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        window = pcm_to_float(self.windows[index])
-        return window, torch.from_numpy(self.targets[index])

@@ -1,7 +1,7 @@
 """Evaluate the distilled student on the held-out test split and write docs/default-model.md.
 
     python -m training report --student model/weights/default.safetensors \
-        [--baseline runs/distill-rescnn/rescnn-distilled.safetensors]
+        [--baseline runs/distill-rescnn/model.safetensors]
 
 Three measurements, all on sources never seen in training or validation:
 1. agreement with the teacher: macro ROC-AUC of the student's scores against the teacher's
@@ -148,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "## Training budgets of the compared students",
         "",
-        "Both students come from `python -m training train-distilled` with the same data, targets, "
+        "Both students come from `python -m training train --config "
+        "training/experiments/default-model.toml` with the same data, targets, "
         "optimiser and batch size; the epochs (the length of the cosine schedule) are taken from "
         "each checkpoint's recorded recipe, the validation agreement from its metrics. The epoch "
         "logs of the committed report are copied to `docs/logs/distill-<preset>.csv`.",
