@@ -252,7 +252,8 @@ class TaggingService:
             fetch_seconds: Download time, for URL requests.
         """
         self._check_options(options)
-        if len(data) > self.settings.max_upload_bytes:
+        # A download was held to the fetch limit already; the upload limit is not its own.
+        if fetch_seconds is None and len(data) > self.settings.max_upload_bytes:
             raise ProblemError(
                 UPLOAD_TOO_LARGE,
                 f"the file is {len(data) / 1e6:.1f} MB; the limit is "
