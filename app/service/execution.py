@@ -85,7 +85,8 @@ class Execution:
         """What runs the batches now."""
         if self.runtime.info().compiled:
             return "compiled"
-        return "compiling" if self._pending is not None else "eager"
+        # Without a warm-up (TAGGER_WARMUP=false) nothing ever starts the compile thread.
+        return "compiling" if self._pending is not None and self._thread is not None else "eager"
 
     def __call__(self, windows: Tensor) -> Tensor:
         # One read of the attribute per batch: a switch never splits a batch between paths.

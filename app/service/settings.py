@@ -123,6 +123,10 @@ class Settings(ModelSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines as JSON or readable text; auto: text on a terminal, else JSON.",
+    )
 
     @field_validator("rate_limit", mode="before")
     @classmethod
