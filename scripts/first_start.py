@@ -63,10 +63,11 @@ def main() -> int:
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({cpu})")
     print(f"ready (GET /readyz 200):              {ready:6.1f} s")
     print(f"first 30 s mp3 tagged (POST /tag 200): {first_tag:6.1f} s, execution {execution}")
+    compile_seconds = runtime.get("compile_seconds")
+    took = f"{compile_seconds:.1f} s" if isinstance(compile_seconds, float) else "-"
     print(
         f"execution {runtime.get('execution')}: {switched:6.1f} s "
-        f"(background compile {runtime.get('compile_seconds')} s, "
-        f"error {runtime.get('compile_error')})"
+        f"(background compile {took}, error {runtime.get('compile_error')})"
     )
     return 0
 
