@@ -35,9 +35,10 @@ def client_key(scope: Scope) -> str:
     return str((scope.get("client") or ("unknown", 0))[0])
 
 
-def client_limit(limit: int, share: float) -> int:
-    """How many of `limit` slots one client may hold: its `share`, at least one."""
-    return max(1, int(limit * share))
+def client_limit(limit: int, share: float) -> int | None:
+    """How many of `limit` slots one client may hold: its `share`, at least one; None (no
+    cap of its own) for a share of 1, since the cap counts bodies still arriving too."""
+    return None if share >= 1.0 else max(1, int(limit * share))
 
 
 class AdmissionMiddleware:
@@ -45,11 +46,13 @@ class AdmissionMiddleware:
 
     Args:
         limit: Tagging requests allowed at work at once.
-        client_limit: Tagging requests one client may have in progress at once.
+        client_limit: Tagging requests one client may have in progress at once (None: any).
         retry_after_s: The `Retry-After` of the refusals.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, client_limit: int, retry_after_s: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, client_limit: int | None, retry_after_s: int
+    ) -> None:
         self.app = app
         self.limit = limit
         self.client_limit = client_limit
@@ -69,7 +72,8 @@ class AdmissionMiddleware:
             return
         retry = {"Retry-After": str(self.retry_after_s)}
         client = client_key(scope)
-        if self.in_progress >= self.limit or self.by_client[client] >= self.client_limit:
+        over_share = self.client_limit is not None and self.by_client[client] >= self.client_limit
+        if self.in_progress >= self.limit or over_share:
             if self.in_progress >= self.limit:
                 kind, detail = QUEUE_FULL, self._busy_detail()
             else:

@@ -64,7 +64,8 @@ class Settings(ModelSettings):
         gt=0.0,
         le=1.0,
         description="Share of max_inflight_requests one client address may hold (at least one "
-        "request), counting requests still sending their body; more get 429.",
+        "request), counting requests still sending their body; more get 429. 1 means no "
+        "per-client cap.",
     )
     body_idle_timeout_s: float = Field(
         default=30.0,
