@@ -209,7 +209,7 @@ def serve(args: argparse.Namespace) -> int:
         resolve_device(settings.device)
     except RuntimeError as error:
         return _fail(f"{error}; use TAGGER_DEVICE=cpu or auto")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Warnings become JSON log lines too. The all-zero mel filterbank warning is expected for
     # the reference front end (n_fft 512, 128 mels) and says nothing about this run.
     logging.captureWarnings(True)

@@ -15,7 +15,7 @@ from importlib import metadata
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from app.service.admission import AdmissionMiddleware
+from app.service.admission import AdmissionMiddleware, client_limit
 from app.service.disconnect import ClientDisconnectedError
 from app.service.fetch import Resolver
 from app.service.logs import record_outcome
@@ -26,6 +26,7 @@ from app.service.problems import install_problem_handlers
 from app.service.ratelimit import RateLimitMiddleware
 from app.service.routes import URL_REQUEST_MAX_BYTES, router
 from app.service.settings import Settings
+from app.service.slowbody import SlowBodyMiddleware
 from app.service.tagging import InferWrapper, TaggingService
 
 DESCRIPTION = """
@@ -114,9 +115,18 @@ def create_app(
     app.add_middleware(
         AdmissionMiddleware,
         limit=settings.max_inflight_requests,
+        client_limit=client_limit(settings.max_inflight_requests, settings.max_client_share),
         retry_after_s=settings.retry_after_s,
     )
     if settings.rate_limit:
         app.add_middleware(RateLimitMiddleware, rate_limit=settings.rate_limit)
+    # Outside admission: a stalled body is cut whichever stage waits for it.
+    app.add_middleware(
+        SlowBodyMiddleware,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        min_rate_bytes_s=settings.min_body_rate_bytes_s,
+        grace_s=settings.body_rate_grace_s,
+        metrics=metrics,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -355,7 +355,8 @@ class Fetcher:
     async def _read_body(self, response: httpx.Response, url: httpx.URL) -> bytes:
         too_large = ProblemError(
             REMOTE_TOO_LARGE,
-            f"the file at {_describe(url)} is larger than the limit of {self.max_bytes / 1e6:g} MB",
+            f"the file at {_describe(url)} is larger than the limit of {self.max_bytes / 1e6:g} MB "
+            "on downloads (the fetch limit, TAGGER_MAX_FETCH_BYTES)",
         )
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:

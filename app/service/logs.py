@@ -1,4 +1,9 @@
-"""Structured logs: one JSON object per line, carrying the id of the request being served.
+"""Logs: one JSON object per line for machines, readable lines on a terminal; both carry the
+id of the request being served.
+
+`TAGGER_LOG_FORMAT=auto` (the default) writes text when stderr is a terminal (someone runs
+`make serve` and reads along) and JSON otherwise (containers, systemd, log shippers);
+`json` and `text` force one.
 
 The request id lives in a context variable, set by the request middleware, so any log call made
 while handling a request (in the event loop or in `asyncio.to_thread`, which copies the context)
@@ -15,7 +20,7 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 
 @dataclass
@@ -100,14 +105,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "info") -> None:
-    """Send the service's and uvicorn's logs to stderr as JSON lines (idempotent).
+class TextFormatter(logging.Formatter):
+    """Formats a record as one readable line: time, level, logger, message, then the request
+    id and extras as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        line = f"{when} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
+        fields = {}
+        request_id = current_request_id()
+        if request_id:
+            fields["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                fields[key] = value
+        if fields:
+            line += "  " + " ".join(f"{key}={value}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def wants_json(log_format: str, stream: TextIO) -> bool:
+    """Whether logs go out as JSON: `json`, or `auto` on a stream that is not a terminal."""
+    if log_format == "auto":
+        return not stream.isatty()
+    return log_format == "json"
+
+
+def configure_logging(level: str = "info", log_format: str = "auto") -> None:
+    """Send the service's and uvicorn's logs to stderr, as JSON lines or text (idempotent).
 
     Called by the command line only: an application embedded in someone else's process (tests,
     notebooks) leaves that process's logging alone.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    as_json = wants_json(log_format, sys.stderr)
+    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     handler.set_name("tagger-json")
     # "model" carries the runtime's warm-up and compile-fallback messages.
     for name in ("tagger", "model", "uvicorn", "py.warnings"):  # uvicorn.error propagates up

@@ -39,7 +39,8 @@ class Metrics:
         self.requests = Counter(
             "tagger_requests",
             "Requests by endpoint and outcome (ok, bad_input, too_large, queue_full, deadline, "
-            "cancelled, fetch_error, forbidden_url, inference_error, not_found, internal).",
+            "cancelled, fetch_error, forbidden_url, inference_error, not_found, internal, "
+            "body_timeout, client_limit).",
             ["endpoint", "outcome"],
             registry=r,
         )
@@ -77,6 +78,13 @@ class Metrics:
         self.dropped_windows = Counter(
             "tagger_dropped_windows",
             "Queued windows dropped before compute, by reason (deadline, cancelled, failed).",
+            ["reason"],
+            registry=r,
+        )
+        self.cut_connections = Counter(
+            "tagger_cut_connections",
+            "Connections answered 408 and closed because the request body stalled (idle) or "
+            "arrived below the minimum rate (slow).",
             ["reason"],
             registry=r,
         )

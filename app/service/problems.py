@@ -43,14 +43,20 @@ FORBIDDEN_URL = ProblemKind("forbidden-url", 400, "URL not allowed", "forbidden_
 NOT_FOUND = ProblemKind("not-found", 404, "Not found", "not_found")
 METHOD_NOT_ALLOWED = ProblemKind("method-not-allowed", 405, "Method not allowed", "not_found")
 UPLOAD_TOO_LARGE = ProblemKind("upload-too-large", 413, "Request body too large", "too_large")
-REMOTE_TOO_LARGE = ProblemKind("remote-file-too-large", 413, "Remote file too large", "too_large")
+REMOTE_TOO_LARGE = ProblemKind(
+    "remote-file-too-large", 413, "Remote file over the fetch limit", "too_large"
+)
 AUDIO_TOO_LONG = ProblemKind("audio-too-long", 413, "Audio too long", "too_large")
 UNSUPPORTED_MEDIA = ProblemKind(
     "unsupported-media-type", 415, "Not a supported audio format", "bad_input"
 )
 UNDECODABLE = ProblemKind("undecodable-audio", 422, "Audio could not be decoded", "bad_input")
 EMPTY_AUDIO = ProblemKind("empty-audio", 422, "No audio in the file", "bad_input")
+BODY_TIMEOUT = ProblemKind("body-timeout", 408, "Request body too slow", "body_timeout")
 RATE_LIMITED = ProblemKind("rate-limited", 429, "Too many requests", "rate_limited")
+CLIENT_BUSY = ProblemKind(
+    "client-busy", 429, "Too many requests in progress from this client", "client_limit"
+)
 INFERENCE_FAILED = ProblemKind("inference-failed", 500, "Inference failed", "inference_error")
 INTERNAL = ProblemKind("internal-error", 500, "Internal server error", "internal")
 FETCH_FAILED = ProblemKind("fetch-failed", 502, "Could not fetch the URL", "fetch_error")
@@ -70,7 +76,9 @@ ALL_KINDS: tuple[ProblemKind, ...] = (
     UNSUPPORTED_MEDIA,
     UNDECODABLE,
     EMPTY_AUDIO,
+    BODY_TIMEOUT,
     RATE_LIMITED,
+    CLIENT_BUSY,
     INFERENCE_FAILED,
     INTERNAL,
     FETCH_FAILED,
@@ -115,6 +123,19 @@ class BodyTooLargeError(StarletteHTTPException):
 
     def __init__(self, detail: str) -> None:
         super().__init__(status_code=413, detail=detail)
+
+
+class ProblemHTTPError(StarletteHTTPException):
+    """A problem raised while the request body streams in (from a wrapped `receive`).
+
+    An HTTPException for the reason given for BodyTooLargeError.
+    """
+
+    def __init__(
+        self, kind: ProblemKind, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=kind.status, detail=detail, headers=headers)
+        self.kind = kind
 
 
 def problem_response(
@@ -177,6 +198,8 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
             f"{request.method} is not allowed on {request.url.path}",
             headers=headers,
         )
+    if isinstance(exc, ProblemHTTPError):
+        return problem_response(exc.kind, exc.detail, headers=headers)
     if isinstance(exc, BodyTooLargeError):
         return problem_response(UPLOAD_TOO_LARGE, exc.detail)
     if exc.status_code == 400:

@@ -29,10 +29,12 @@ URL_REQUEST_MAX_BYTES = 16 * 1024
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Invalid parameters or a URL that may not be fetched.",
+    408: "The request body stalled or arrived too slowly; the connection is closed.",
     413: "Upload, remote file or audio duration over the limit.",
     415: "Not audio in a supported format.",
     422: "Audio that cannot be decoded, or no audio at all.",
-    429: "This client's rate limit is used up (only with TAGGER_RATE_LIMIT); see Retry-After.",
+    429: "This client has its share of requests in progress, or its rate limit (only with "
+    "TAGGER_RATE_LIMIT) is used up; see Retry-After.",
     500: "The model failed on a batch holding this request.",
     502: "The URL could not be fetched.",
     503: "Queue full or not ready; see Retry-After.",
@@ -70,7 +72,7 @@ Service = Annotated[TaggingService, Depends(get_service)]
     "/tag",
     summary="Tag an uploaded audio file",
     response_model=TagResponse,
-    responses=_problems(400, 413, 415, 422, 429, 500, 503, 504),
+    responses=_problems(400, 408, 413, 415, 422, 429, 500, 503, 504),
 )
 async def tag_upload(
     request: Request,
@@ -96,7 +98,7 @@ async def tag_upload(
     "/tag/url",
     summary="Tag the audio file at a URL",
     response_model=TagResponse,
-    responses=_problems(400, 413, 415, 422, 429, 500, 502, 503, 504),
+    responses=_problems(400, 408, 413, 415, 422, 429, 500, 502, 503, 504),
 )
 async def tag_url(request: Request, service: Service, body: TagURLRequest) -> TagResponse:
     started = time.monotonic()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -141,11 +141,20 @@ class RuntimeDescription(BaseModel):
     channels_last: bool
     compile: str = Field(description="The compile setting: auto, on or off.")
     compiled: bool = Field(description="Whether torch.compile graphs are in use.")
+    execution: Literal["eager", "compiling", "compiled"] = Field(
+        default="eager",
+        description="What runs the batches now: eager, compiling (eager while graphs compile "
+        "in the background) or compiled.",
+    )
     compile_error: str | None = Field(
         default=None, description="Why compilation was abandoned for eager execution, if it was."
     )
     warmup_seconds: float | None = Field(
         default=None, description="Time to run (and compile) every batch shape; null until ready."
+    )
+    compile_seconds: float | None = Field(
+        default=None,
+        description="Time the background compilation took; null until batches run compiled.",
     )
 
 

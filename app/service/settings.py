@@ -59,6 +59,30 @@ class Settings(ModelSettings):
         "read. Bounds memory (each holds its upload) and the backlog in front of the decoders.",
     )
 
+    max_client_share: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="Share of max_inflight_requests one client address may hold (at least one "
+        "request), counting requests still sending their body; more get 429. 1 means no "
+        "per-client cap.",
+    )
+    body_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="A request body that sends no bytes for this long is answered 408 and its "
+        "connection closed.",
+    )
+    min_body_rate_bytes_s: float = Field(
+        default=2000.0,
+        ge=0.0,
+        description="After body_rate_grace_s, a body arriving slower than this on average is "
+        "answered 408 and its connection closed; 0 turns the check off.",
+    )
+    body_rate_grace_s: float = Field(
+        default=10.0, ge=0.0, description="How long a body may arrive at any rate."
+    )
+
     # Tagging by URL.
     fetch_timeout_s: float = Field(default=30.0, gt=0.0)
     fetch_connect_timeout_s: float = Field(default=5.0, gt=0.0)
@@ -100,6 +124,10 @@ class Settings(ModelSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log lines as JSON or readable text; auto: text on a terminal, else JSON.",
+    )
 
     @field_validator("rate_limit", mode="before")
     @classmethod

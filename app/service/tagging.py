@@ -33,8 +33,10 @@ from app.service.batcher import (
     QueueFullError,
     TooManyWindowsError,
 )
+from app.service.execution import Execution
 from app.service.fetch import Fetcher, Resolver
 from app.service.metrics import Metrics
+from app.service.model_info import describe_model
 from app.service.problems import (
     AUDIO_TOO_LONG,
     BAD_REQUEST,
@@ -49,9 +51,7 @@ from app.service.problems import (
     ProblemError,
 )
 from app.service.schemas import (
-    BatchingInfo,
     ModelInfo,
-    RuntimeDescription,
     Segment,
     TagInfo,
     TagResponse,
@@ -129,17 +129,27 @@ class TaggingService:
         if self.device.type == "cuda":
             # Batches only ever take the few warmed-up shapes, so autotuning pays off.
             torch.backends.cudnn.benchmark = True
+        logger.info("loading checkpoint %s on %s", settings.checkpoint, self.device)
+        loading = time.monotonic()
         self.checkpoint = load_checkpoint(settings.checkpoint, device=self.device)
+        logger.info(
+            "loaded %s (%s, %.1fM parameters) in %.1f s",
+            self.checkpoint.model_id,
+            self.checkpoint.metadata.preset,
+            self.checkpoint.model.num_parameters() / 1e6,
+            time.monotonic() - loading,
+        )
         self.model = self.checkpoint.model
         self.tags = self.checkpoint.metadata.tags
         self.thresholds = torch.tensor(self.checkpoint.metadata.thresholds, dtype=torch.float32)
-        self.runtime = Runtime(
+        self.execution = Execution(
             self.model,
             self.device,
             runtime_options(settings),
             max_batch=settings.max_batch_windows,
+            on_switch=self._publish_model_info,
         )
-        infer: InferFn = self.runtime
+        infer: InferFn = self.execution
         self._batcher = Batcher(
             wrap_infer(infer) if wrap_infer else infer,
             window_samples=self.model.audio.window_samples,
@@ -164,8 +174,13 @@ class TaggingService:
 
     def _warm_up(self) -> None:
         """Runs on the batcher's thread before it reports ready."""
-        self.runtime.warm_up()
+        self.execution.warm_up()
         self._publish_model_info()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime batches run on now (eager, then compiled; see app/service/execution.py)."""
+        return self.execution.runtime
 
     def _publish_model_info(self) -> None:
         runtime = self.runtime.info()
@@ -180,6 +195,7 @@ class TaggingService:
                 "channels_last": str(runtime.channels_last).lower(),
                 "compile": self.settings.compile,
                 "compiled": str(runtime.compiled).lower(),
+                "execution": self.execution.name,
             }
         )
 
@@ -221,6 +237,7 @@ class TaggingService:
         self._batcher.start(warmup=self.settings.warmup)
 
     async def aclose(self) -> None:
+        self.execution.stop()
         await asyncio.to_thread(self.stop_batching)
         await self.fetcher.aclose()
         self._decoders.shutdown(wait=False, cancel_futures=True)
@@ -252,7 +269,8 @@ class TaggingService:
             fetch_seconds: Download time, for URL requests.
         """
         self._check_options(options)
-        if len(data) > self.settings.max_upload_bytes:
+        # A download was held to the fetch limit already; the upload limit is not its own.
+        if fetch_seconds is None and len(data) > self.settings.max_upload_bytes:
             raise ProblemError(
                 UPLOAD_TOO_LARGE,
                 f"the file is {len(data) / 1e6:.1f} MB; the limit is "
@@ -414,37 +432,4 @@ class TaggingService:
         )
 
     def model_info(self) -> ModelInfo:
-        metadata = self.checkpoint.metadata
-        runtime = self.runtime.info()
-        provenance = metadata.provenance
-        return ModelInfo(
-            model_id=self.model_id,
-            preset=metadata.preset,
-            architecture=metadata.architecture,
-            parameters=self.model.num_parameters(),
-            checkpoint_sha256=self.checkpoint.sha256,
-            n_tags=len(self.tags),
-            sample_rate=self.model.audio.sample_rate,
-            window_samples=self.model.audio.window_samples,
-            window_seconds=self.model.audio.window_seconds,
-            device=str(self.device),
-            dtype=self.dtype_name,
-            torch_threads=self.torch_threads,
-            runtime=RuntimeDescription(
-                precision=runtime.precision,
-                channels_last=runtime.channels_last,
-                compile=self.settings.compile,
-                compiled=runtime.compiled,
-                compile_error=runtime.compile_error,
-                warmup_seconds=runtime.warmup_seconds,
-            ),
-            batching=BatchingInfo(
-                max_batch_windows=self.settings.max_batch_windows,
-                max_wait_ms=self.settings.max_wait_ms,
-                max_queued_windows=self.settings.max_queued_windows,
-                batch_shapes=list(self.runtime.shapes),
-            ),
-            training_data=provenance.get("training_data"),
-            metrics=provenance.get("metrics"),
-            provenance=provenance,
-        )
+        return describe_model(self)

@@ -104,6 +104,11 @@ def summary(run: LoadRun, seconds: float, rate: float) -> dict[str, object]:
     }
 
 
+# The load generator stands in for many clients from one address: it may hold every slot, as
+# many clients would (the per-client share is tested in tests/app/service/test_slow_clients.py).
+ONE_ADDRESS_MANY_CLIENTS = {"max_client_share": 1.0}
+
+
 def test_overload_is_answered_and_drains() -> None:
     """Short version for `make test`: one request in progress, 4 s at about 10x capacity."""
     server = ServiceProcess({"max_inflight_requests": 1})
@@ -127,7 +132,7 @@ def test_ten_times_capacity_for_30_s() -> None:
     finally:
         probe.stop()
     limit = max(1, int(capacity * QUEUEING_S))
-    server = ServiceProcess({"max_inflight_requests": limit})
+    server = ServiceProcess({"max_inflight_requests": limit, **ONE_ADDRESS_MANY_CLIENTS})
     try:
         server.wait_ready()
         seconds, rate = 30.0, 10 * capacity
@@ -157,7 +162,7 @@ def test_ten_times_capacity_at_the_default_bound() -> None:
     """The same overload with the default bound (32 in progress): sized for batching on a GPU,
     it trades latency for throughput on this CPU, but still answers everything and drains.
     Figures only: no latency target applies."""
-    server = ServiceProcess({})
+    server = ServiceProcess(ONE_ADDRESS_MANY_CLIENTS)
     try:
         server.wait_ready()
         capacity, _ = measure_capacity(server, 10.0)

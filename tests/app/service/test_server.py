@@ -8,6 +8,7 @@ import re
 import select
 import socket
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -187,3 +188,39 @@ def test_tag_by_url(server: ServiceProcess, file_server: FileServer) -> None:
     response = httpx.post(url, json={"url": "gopher://example.org/"}, timeout=60)
     assert response.status_code == 400
     assert response.json()["type"] == TYPE_PREFIX + "forbidden-url"
+
+
+def test_downloads_are_held_to_the_fetch_limit_not_the_upload_limit(
+    checkpoint: Path, file_server: FileServer
+) -> None:
+    server = ServiceProcess(
+        {
+            "checkpoint": str(checkpoint),
+            "max_upload_bytes": 200_000,
+            "max_fetch_bytes": 1_000_000,
+            "allow_private_addresses": True,
+            "fetch_allowed_ports": [],
+            "torch_threads": 1,
+        }
+    )
+    file_server.routes["/between.wav"] = Route(wav_pcm16(15.0))  # ~480 kB
+    file_server.routes["/over.wav"] = Route(wav_pcm16(40.0))  # ~1.3 MB
+    try:
+        server.wait_ready()
+        url = f"{server.url}/tag/url"
+        # Over the upload limit, within the fetch limit: tagged.
+        response = httpx.post(url, json={"url": f"{file_server.base}/between.wav"}, timeout=60)
+        assert response.status_code == 200, response.text
+        response = httpx.post(url, json={"url": f"{file_server.base}/over.wav"}, timeout=60)
+        assert response.status_code == 413
+        body = response.json()
+        assert body["type"] == TYPE_PREFIX + "remote-file-too-large"
+        assert body["title"] == "Remote file over the fetch limit"
+        detail = body["detail"]
+        assert "limit of 1 MB on downloads (the fetch limit, TAGGER_MAX_FETCH_BYTES)" in detail
+        # An upload of the same file still meets the upload limit.
+        response = post_file(server, wav_pcm16(15.0))
+        assert response.status_code == 413
+        assert response.json()["type"] == TYPE_PREFIX + "upload-too-large"
+    finally:
+        server.stop()

@@ -1,0 +1,151 @@
+"""Which runtime runs the batches: eager at once, compiled graphs once they are all ready.
+
+Compiling every batch shape with `torch.compile` takes minutes on a small CPU with an empty
+compile cache (131 s on the 2-core test machine), and the service used to stay unready for all
+of it. With `compile="auto"` it now serves as soon as the eager fast path (bf16 where native,
+channels-last, as `model.runtime.Runtime` chooses) has run every shape once, typically seconds:
+
+    load -> eager runtime warms up -> ready, serving eagerly
+                 \\-> compile thread: a copy of the model, compiled shape by shape
+                         -> all shapes done -> batches switch to the compiled runtime
+
+The compiled runtime owns a deep copy of the model, so the compile thread never touches the
+weights the batcher's worker thread is computing with; dynamo's frame hook is per thread, so
+the worker's eager calls are not traced. The switch is one attribute assignment, read once per
+batch by the worker, so a batch runs wholly on one path and no request waits for compilation
+(it only shares the CPU with it). If compilation fails, the service keeps serving eagerly and
+`compile_error` says why.
+
+`compile="on"` keeps its strict meaning: compile during warm-up, ready only once compiled, and
+a failure keeps the service unready. `compile="off"` never compiles.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from model.base import TaggingModel
+from model.runtime import Runtime, RuntimeOptions
+
+logger = logging.getLogger("tagger.execution")
+
+ExecutionName = Literal["eager", "compiling", "compiled"]
+
+
+class Execution:
+    """Runs batches on the eager runtime, then on the compiled one once it is ready.
+
+    Args:
+        model: The network (the eager runtime takes ownership of it).
+        device: Where to run.
+        options: The runtime options; `compile` decides whether a compiled runtime follows.
+        max_batch: Largest batch callers pass.
+        on_switch: Called (on the compile thread) after batches switched to compiled graphs, or
+            after compilation failed, so that descriptions can be republished.
+    """
+
+    def __init__(
+        self,
+        model: TaggingModel,
+        device: torch.device,
+        options: RuntimeOptions,
+        *,
+        max_batch: int,
+        on_switch: Callable[[], None] | None = None,
+    ) -> None:
+        self.mode = options.compile
+        self._on_switch = on_switch
+        if self.mode == "on":
+            self.runtime = Runtime(model, device, options, max_batch=max_batch)
+            self._pending: Runtime | None = None
+        else:
+            eager = dataclasses.replace(options, compile="off")
+            self.runtime = Runtime(model, device, eager, max_batch=max_batch)
+            self._pending = None
+            if self.mode == "auto":
+                # Copied after the eager runtime prepared it (device, memory format, eval).
+                twin = copy.deepcopy(self.runtime.model)
+                self._pending = Runtime(twin, device, options, max_batch=max_batch)
+        self.compile_error: str | None = None
+        self.compile_seconds: float | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def name(self) -> ExecutionName:
+        """What runs the batches now."""
+        if self.runtime.info().compiled:
+            return "compiled"
+        # Without a warm-up (TAGGER_WARMUP=false) nothing ever starts the compile thread.
+        return "compiling" if self._pending is not None and self._thread is not None else "eager"
+
+    def __call__(self, windows: Tensor) -> Tensor:
+        # One read of the attribute per batch: a switch never splits a batch between paths.
+        runtime = self.runtime
+        return runtime(windows)
+
+    def warm_up(self) -> None:
+        """Run every shape on the serving runtime, then start compiling in the background."""
+        runtime = self.runtime
+        if self.mode == "on":
+            logger.info(
+                "warming up: compiling batch shapes %s before serving (TAGGER_COMPILE=on; about "
+                "2 minutes on a 2-core CPU with an empty compile cache)",
+                list(runtime.shapes),
+            )
+        else:
+            logger.info("warming up batch shapes %s eagerly (a few seconds)", list(runtime.shapes))
+        runtime.warm_up()
+        logger.info(
+            "execution: %s",
+            "compiled" if runtime.info().compiled else "eager",
+            extra={"execution": "compiled" if runtime.info().compiled else "eager"},
+        )
+        if self._pending is not None and self._thread is None:
+            logger.info(
+                "compiling batch shapes %s in the background; requests are served eagerly "
+                "meanwhile (about 2 minutes on a 2-core CPU with an empty compile cache)",
+                list(self._pending.shapes),
+            )
+            self._thread = threading.Thread(
+                target=self._compile, name="tagger-compile", daemon=True
+            )
+            self._thread.start()
+
+    def _compile(self) -> None:
+        pending = self._pending
+        assert pending is not None
+        started = time.monotonic()
+        try:
+            pending.warm_up()
+        except Exception as error:  # compile="auto": keep serving eagerly
+            self.compile_error = f"{type(error).__name__}: {str(error)[:500]}"
+            logger.warning("compilation failed, staying eager: %s", self.compile_error)
+        else:
+            if pending.compile_error is not None:
+                self.compile_error = pending.compile_error  # the runtime fell back to eager
+            elif not self._stop.is_set():
+                self.compile_seconds = time.monotonic() - started
+                self.runtime = pending
+                logger.info(
+                    "execution: compiled (batch shapes %s compiled in %.1f s)",
+                    list(pending.shapes),
+                    self.compile_seconds,
+                    extra={"execution": "compiled", "compile_seconds": self.compile_seconds},
+                )
+        self._pending = None
+        if self._on_switch is not None:
+            self._on_switch()
+
+    def stop(self) -> None:
+        """Do not switch any more (a compile in progress runs to its end, unused)."""
+        self._stop.set()
