@@ -26,7 +26,7 @@ def target_array(data: PreparedDataset, soft: bool) -> np.ndarray:
         return data.labels
     if data.targets is None:
         raise DatasetError(
-            f"{data.root} has no soft targets (targets = \"soft\"): prepare it with "
+            f'{data.root} has no soft targets (targets = "soft"): prepare it with '
             "`python -m training prepare-distill --soft`"
         )
     return data.targets
