@@ -1,7 +1,7 @@
 """Run the long hardening tests and write docs/reliability.md from what they measured.
 
     .venv/bin/python scripts/hardening/report.py              # what `make hardening` runs
-    .venv/bin/python scripts/hardening/report.py --out /tmp/reliability.md
+    .venv/bin/python scripts/hardening/report.py --out reliability-draft.md
 
 The tests (tests/hardening/) run with HARDENING_FULL=1: the long budgets (600 fuzzed uploads,
 1,000 schemathesis examples per operation, two 30 s overloads) and the tests that only run

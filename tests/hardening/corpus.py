@@ -5,7 +5,7 @@ answers that are correct for it: most are narrow (the 1-hour file must be refuse
 the 10 ms file must be tagged), a few damaged files may honestly go either way (a truncated mp3
 still holds decodable frames) and allow 200 as well as 422.
 
-    python -m tests.hardening.corpus --out /tmp/hostile   # writes the files and index.json
+    python -m tests.hardening.corpus --out hostile-files   # writes the files and index.json
 """
 
 from __future__ import annotations
