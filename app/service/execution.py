@@ -64,17 +64,12 @@ class Execution:
     ) -> None:
         self.mode = options.compile
         self._on_switch = on_switch
-        if self.mode == "on":
-            self.runtime = Runtime(model, device, options, max_batch=max_batch)
-            self._pending: Runtime | None = None
-        else:
-            eager = dataclasses.replace(options, compile="off")
-            self.runtime = Runtime(model, device, eager, max_batch=max_batch)
-            self._pending = None
-            if self.mode == "auto":
-                # Copied after the eager runtime prepared it (device, memory format, eval).
-                twin = copy.deepcopy(self.runtime.model)
-                self._pending = Runtime(twin, device, options, max_batch=max_batch)
+        self._options = options
+        self._max_batch = max_batch
+        serving = options if self.mode == "on" else dataclasses.replace(options, compile="off")
+        self.runtime = Runtime(model, device, serving, max_batch=max_batch)
+        # The compiled runtime of compile="auto", made when warm-up starts the compile thread.
+        self._pending: Runtime | None = None
         self.compile_error: str | None = None
         self.compile_seconds: float | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +81,7 @@ class Execution:
         if self.runtime.info().compiled:
             return "compiled"
         # Without a warm-up (TAGGER_WARMUP=false) nothing ever starts the compile thread.
-        return "compiling" if self._pending is not None and self._thread is not None else "eager"
+        return "compiling" if self._pending is not None else "eager"
 
     def __call__(self, windows: Tensor) -> Tensor:
         # One read of the attribute per batch: a switch never splits a batch between paths.
@@ -105,12 +100,13 @@ class Execution:
         else:
             logger.info("warming up batch shapes %s eagerly (a few seconds)", list(runtime.shapes))
         runtime.warm_up()
-        logger.info(
-            "execution: %s",
-            "compiled" if runtime.info().compiled else "eager",
-            extra={"execution": "compiled" if runtime.info().compiled else "eager"},
-        )
-        if self._pending is not None and self._thread is None:
+        execution = "compiled" if runtime.info().compiled else "eager"
+        logger.info("execution: %s", execution, extra={"execution": execution})
+        if self.mode == "auto" and self._thread is None:
+            # Copied after the eager runtime prepared it (device, memory format, eval mode), and
+            # only now, so that a service without warm-up never holds a second model.
+            twin = copy.deepcopy(runtime.model)
+            self._pending = Runtime(twin, runtime.device, self._options, max_batch=self._max_batch)
             logger.info(
                 "compiling batch shapes %s in the background; requests are served eagerly "
                 "meanwhile (about 2 minutes on a 2-core CPU with an empty compile cache)",
