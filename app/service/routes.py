@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from app.service.disconnect import cancel_on_disconnect
+from app.service.explaining import ExplainOptions
 from app.service.metrics import CONTENT_TYPE, Metrics
 from app.service.problems import NOT_READY, PROBLEM_JSON, ProblemError
 from app.service.schemas import (
@@ -87,10 +88,23 @@ async def tag_upload(
         Query(ge=0.0, le=1.0, description="One threshold for all tags (default: per tag)."),
     ] = None,
     segments: Annotated[bool, Query(description="Also return per-window scores.")] = False,
+    explain: Annotated[
+        bool, Query(description="Also return evidence maps (docs/explanations.md).")
+    ] = False,
+    explain_tags: Annotated[
+        list[str] | None, Query(description="Tags to explain (default: the top tags).")
+    ] = None,
+    explain_method: Annotated[
+        Literal["gradient", "attention"] | None, Query(description="Default: gradient.")
+    ] = None,
 ) -> TagResponse:
     started = time.monotonic()
     data = await file.read()
     options = TagOptions(top_k=top_k, threshold=threshold, segments=segments)
+    if explain or explain_tags:
+        explaining = ExplainOptions(tuple(explain_tags or ()), explain_method)
+        work = service.tag_and_explain(data, options, explaining, started=started)
+        return await cancel_on_disconnect(request, work)
     return await cancel_on_disconnect(request, service.tag_audio(data, options, started=started))
 
 
@@ -103,6 +117,10 @@ async def tag_upload(
 async def tag_url(request: Request, service: Service, body: TagURLRequest) -> TagResponse:
     started = time.monotonic()
     options = TagOptions(top_k=body.top_k, threshold=body.threshold, segments=body.segments)
+    if body.explain or body.explain_tags:
+        explaining = ExplainOptions(tuple(body.explain_tags), body.explain_method)
+        work = service.tag_url_and_explain(body.url, options, explaining, started=started)
+        return await cancel_on_disconnect(request, work)
     return await cancel_on_disconnect(request, service.tag_url(body.url, options, started=started))
 
 

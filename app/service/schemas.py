@@ -92,6 +92,9 @@ class TagResponse(BaseModel):
         default=None, description="Per-window scores, only when segments=true."
     )
     timings: Timings
+    explanations: Explanations | None = Field(
+        default=None, description="Evidence maps, only when explain=true."
+    )
 
 
 class TagURLRequest(BaseModel):
@@ -110,6 +113,15 @@ class TagURLRequest(BaseModel):
         default=None, ge=0.0, le=1.0, description="One threshold for every tag."
     )
     segments: bool = Field(default=False, description="Also return per-window scores.")
+    explain: bool = Field(
+        default=False, description="Also return evidence maps (docs/explanations.md)."
+    )
+    explain_tags: list[str] = Field(
+        default_factory=list, description="Tags to explain (default: the returned top tags)."
+    )
+    explain_method: Literal["gradient", "attention"] | None = Field(
+        default=None, description="Evidence method (default: gradient)."
+    )
 
 
 class TagInfo(BaseModel):
@@ -251,3 +263,54 @@ class ProblemBody(BaseModel):
     status: int
     detail: str
     request_id: str | None = None
+
+
+# ----- evidence maps (explain=true; docs/explanations.md) ---------------------------------------
+
+
+class EvidenceMapBody(BaseModel):
+    """One tag's evidence over the track, on the grid its `Explanations` describes."""
+
+    tag: str = Field(examples=["flute"])
+    peak: float = Field(
+        description="The largest cell before scaling to [0, 1] (method-specific units)."
+    )
+    values: list[list[float]] = Field(
+        description="bands × columns in [0, 1], lowest band first; column j covers seconds "
+        "[j·step_seconds, (j+1)·step_seconds), band i covers band_edges_hz[i]..[i+1].",
+        examples=[[[0.0, 0.2, 1.0], [0.1, 0.4, 0.3]]],
+    )
+
+
+class SpectrogramBody(BaseModel):
+    """The track's log-mel spectrogram, downsampled, to draw the evidence on."""
+
+    rows: int = Field(description="Mel bands, lowest first.", examples=[64])
+    columns: int = Field(examples=[128])
+    step_seconds: float = Field(description="Seconds per column.", examples=[0.115])
+    band_edges_hz: list[float] = Field(description="rows + 1 band edges, Hz.")
+    db_min: float = Field(description="Level of byte 0 (dB for dB models).")
+    db_max: float = Field(description="Level of byte 255: the loudest cell.")
+    data: str = Field(description="Base64 of rows × columns bytes, row-major, lowest band first.")
+
+
+class Explanations(BaseModel):
+    """Evidence maps of the explained tags (only with explain=true)."""
+
+    method: Literal["gradient", "attention"] = Field(
+        description="gradient: gradient × input of the tag's logit on the log-mel; attention: "
+        "the tag query's cross-attention onto the audio tokens times the window's score."
+    )
+    step_seconds: float = Field(
+        description="Seconds per column: one token step (0.46 s for Q2L), or a multiple of it "
+        "for tracks longer than explain_max_columns steps.",
+        examples=[0.4613],
+    )
+    columns: int = Field(description="Time columns of every map (at most explain_max_columns).")
+    band_edges_hz: list[float] = Field(description="bands + 1 frequency band edges, Hz.")
+    maps: list[EvidenceMapBody]
+    spectrogram: SpectrogramBody
+    compute_ms: float = Field(description="Decoding and the explained forward passes.")
+
+
+TagResponse.model_rebuild()  # it refers to Explanations, defined after it

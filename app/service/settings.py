@@ -120,6 +120,21 @@ class Settings(ModelSettings):
         "after it are answered 503.",
     )
 
+    # Evidence maps (explain=true); docs/explanations.md.
+    max_concurrent_explanations: int = Field(
+        default=1,
+        ge=1,
+        description="Explanations computed at once (each is a model call outside the batcher, "
+        "with gradients); more get 503.",
+    )
+    explain_max_tags: int = Field(default=5, ge=1, description="Tags one request may explain.")
+    explain_max_columns: int = Field(
+        default=256,
+        ge=8,
+        le=4096,
+        description="Time columns of an evidence map at most; longer tracks average steps.",
+    )
+
     # Server and logs.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

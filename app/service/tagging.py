@@ -7,6 +7,7 @@ raised as `ProblemError`s that already say what the caller should do.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from app.service.batcher import (
     TooManyWindowsError,
 )
 from app.service.execution import Execution
+from app.service.explaining import ExplainOptions, ExplanationRunner
 from app.service.fetch import Fetcher, Resolver
 from app.service.metrics import Metrics
 from app.service.model_info import describe_model
@@ -241,6 +243,8 @@ class TaggingService:
         await asyncio.to_thread(self.stop_batching)
         await self.fetcher.aclose()
         self._decoders.shutdown(wait=False, cancel_futures=True)
+        if "explanations" in self.__dict__:  # made only if someone asked for one
+            self.explanations.close()
         torch.set_num_threads(self._previous_threads)
 
     # ----- tagging ------------------------------------------------------------------------
@@ -412,6 +416,37 @@ class TaggingService:
             tags=tags,
             segments=segments,
             timings=timings,
+        )
+
+    # ----- evidence maps (app/service/explaining.py) ---------------------------------------
+
+    @functools.cached_property
+    def explanations(self) -> ExplanationRunner:
+        """Made on the first explain request: nothing of it exists while nobody asks."""
+        return ExplanationRunner(self.model, [tag.name for tag in self.tags], self.settings)
+
+    async def tag_and_explain(
+        self,
+        data: bytes,
+        options: TagOptions,
+        explaining: ExplainOptions,
+        *,
+        started: float,
+        fetch_seconds: float | None = None,
+    ) -> TagResponse:
+        """`tag_audio`, then evidence maps of the same audio (checked before any audio work)."""
+        self.explanations.check(explaining)
+        response = await self.tag_audio(data, options, started=started, fetch_seconds=fetch_seconds)
+        return await self.explanations.explain(data, response, explaining, started=started)
+
+    async def tag_url_and_explain(
+        self, url: str, options: TagOptions, explaining: ExplainOptions, *, started: float
+    ) -> TagResponse:
+        self._check_options(options)
+        self.explanations.check(explaining)
+        fetched = await self.fetcher.fetch(url)
+        return await self.tag_and_explain(
+            fetched.data, options, explaining, started=started, fetch_seconds=fetched.seconds
         )
 
     # ----- descriptions -------------------------------------------------------------------

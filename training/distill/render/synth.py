@@ -38,6 +38,8 @@ class Rendering:
         tempo: Tempo at the start of the score.
         truncated: The piece goes on after the render ends.
         active: Program -> merged [start_s, end_s] spans where it sounds.
+        notes: Program -> (start_s, end_s, MIDI key as played, after octave shifts) of every
+            note, for ground truth finer than tags (the evidence-map measurement).
     """
 
     samples: npt.NDArray[np.float32]
@@ -46,6 +48,7 @@ class Rendering:
     tempo: Tempo
     truncated: bool
     active: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+    notes: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -149,6 +152,7 @@ def render_score(
     channel_program.clear()
     held: dict[tuple[int, int], deque[float]] = defaultdict(deque)  # (channel, key) -> starts
     spans: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    notes: dict[int, list[tuple[float, float, int]]] = defaultdict(list)
     last_sound = 0.0
     kept = []
     for event in events:
@@ -165,12 +169,14 @@ def render_score(
         elif isinstance(action, NoteOn | NoteOff) and held[event.channel, action.key]:
             start = held[event.channel, action.key].popleft()
             spans[channel_program.get(event.channel, 0)].append((start, event.t))
+            notes[channel_program.get(event.channel, 0)].append((start, event.t, action.key))
             last_sound = max(last_sound, event.t)
         kept.append(event)
     truncated = False
-    for (channel, _), starts in held.items():  # notes still on at the cut
+    for (channel, key), starts in held.items():  # notes still on at the cut
         for start in starts:
             spans[channel_program.get(channel, 0)].append((start, max_seconds))
+            notes[channel_program.get(channel, 0)].append((start, max_seconds, key))
             truncated = True
     truncated = truncated or any(
         isinstance(e.action, NoteOn) and e.action.velocity > 0 and e.t >= max_seconds
@@ -206,6 +212,7 @@ def render_score(
         tempo=tempo,
         truncated=truncated,
         active=active,
+        notes={program: sorted(n) for program, n in notes.items() if program in active},
     )
 
 

@@ -1,0 +1,160 @@
+"""`explain=true` on `POST /tag` and `/tag/url`: evidence maps beside the tags.
+
+The tags come from the normal path (batcher, compiled model) untouched; the maps are a model call
+of their own on a private fp32 copy of the network (`model.explain.Explainer`, made on the first
+explanation), in a pool of `max_concurrent_explanations` threads, so a rare explanation never
+holds up the batches and costs nothing when nobody asks for one. The same limits apply as to
+tagging: the upload and duration limits (the audio was tagged first) and the request deadline,
+checked between chunks of windows. More explanations at once than the pool runs get 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from app.pipeline.explain import (
+    ExplainDeadlineError,
+    ExplainRequestError,
+    TrackExplanation,
+    choose_method,
+    explain_track,
+    resolve_tags,
+)
+from app.service.problems import BAD_REQUEST, DEADLINE, QUEUE_FULL, ProblemError
+from app.service.schemas import EvidenceMapBody, Explanations, SpectrogramBody, TagResponse
+from app.service.settings import Settings
+from model.audio.decode import decode_audio
+from model.base import TaggingModel
+from model.explain import Explainer, Method
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What to explain: `tags` by name (empty: the response's top tags) with `method`."""
+
+    tags: tuple[str, ...] = ()
+    method: str | None = None
+
+
+class ExplanationRunner:
+    """Runs explanations for one loaded model, a bounded number at a time."""
+
+    def __init__(self, model: TaggingModel, tag_names: list[str], settings: Settings) -> None:
+        self.settings = settings
+        self.names = tag_names
+        self._source = model
+        self._explainer: Explainer | None = None
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_explanations, thread_name_prefix="tagger-explain"
+        )
+
+    @property
+    def explainer(self) -> Explainer:
+        with self._lock:
+            if self._explainer is None:
+                self._explainer = Explainer(self._source)
+            return self._explainer
+
+    def check(self, options: ExplainOptions) -> Method:
+        """Validate before any audio work: the method and any named tags (400 if wrong)."""
+        try:
+            method = choose_method(self.explainer, options.method)
+            if options.tags:
+                resolve_tags(options.tags, self.names, (), self.settings.explain_max_tags)
+        except ExplainRequestError as error:
+            raise ProblemError(
+                BAD_REQUEST,
+                str(error),
+                extensions={"valid_tags": self.names, "methods": list(self.explainer.methods)},
+            ) from None
+        return method
+
+    async def explain(
+        self, data: bytes, response: TagResponse, options: ExplainOptions, *, started: float
+    ) -> TagResponse:
+        """`response` with its `explanations`, for the same audio `data`."""
+        method = self.check(options)
+        default = [tag.tag for tag in response.tags]
+        indices = resolve_tags(options.tags, self.names, default, self.settings.explain_max_tags)
+        if self._busy >= self.settings.max_concurrent_explanations:
+            raise ProblemError(
+                QUEUE_FULL,
+                f"the server computes {self.settings.max_concurrent_explanations} explanation(s) "
+                f"at a time and all are busy; retry after {self.settings.retry_after_s} s",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            )
+        deadline = started + self.settings.request_deadline_s
+        explainer = self.explainer
+        sample_rate = explainer.model.audio.sample_rate
+
+        def run() -> TrackExplanation:
+            decoded = decode_audio(
+                data, sample_rate=sample_rate, max_seconds=self.settings.max_audio_seconds
+            )
+            return explain_track(
+                explainer,
+                torch.from_numpy(decoded.samples),
+                indices,
+                self.names,
+                method,
+                max_columns=self.settings.explain_max_columns,
+                deadline=lambda: time.monotonic() > deadline,
+            )
+
+        self._busy += 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, run)
+        future.add_done_callback(lambda _: self._release())
+        try:
+            remaining = max(0.0, deadline - time.monotonic())
+            result = await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
+        except (TimeoutError, ExplainDeadlineError):
+            raise ProblemError(
+                DEADLINE,
+                f"the explanation did not finish within {self.settings.request_deadline_s:g} s; "
+                "explain fewer tags or send shorter audio",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            ) from None
+        return response.model_copy(update={"explanations": to_body(result)})
+
+    def _release(self) -> None:
+        self._busy -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def to_body(result: TrackExplanation) -> Explanations:
+    spec = result.spectrogram
+    first = result.maps[0]
+    return Explanations(
+        method=result.method,
+        step_seconds=first.step_seconds,
+        columns=int(first.values.shape[1]),
+        band_edges_hz=first.band_edges_hz,
+        maps=[
+            EvidenceMapBody(
+                tag=m.tag,
+                peak=m.peak,
+                values=[[round(v, 3) for v in row] for row in m.values.tolist()],
+            )
+            for m in result.maps
+        ],
+        spectrogram=SpectrogramBody(
+            rows=int(spec.values.shape[0]),
+            columns=int(spec.values.shape[1]),
+            step_seconds=spec.step_seconds,
+            band_edges_hz=spec.band_edges_hz,
+            db_min=spec.db_min,
+            db_max=spec.db_max,
+            data=spec.to_base64(),
+        ),
+        compute_ms=result.compute_seconds * 1000,
+    )
