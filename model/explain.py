@@ -11,7 +11,9 @@ the serving model runs untouched (the normal forward has no hook, no branch and 
   W time steps per window (4 × 8 for the paper's geometry, read from the actual grid).
 - ``gradient`` (every model with a log-mel front end: q2l, rescnn, musicnn): gradient × input
   of the tag's logit on the normalised log-mel, summed over cells of ``gradient_bands`` mel
-  bands × W time steps and clipped at zero (evidence for the tag, not against it).
+  bands × W time steps and clipped at zero (evidence for the tag, not against it), then, like
+  the attention map, scaled to sum to one in each window and multiplied by the window's
+  probability (measured better in time than the raw product: docs/explanations.md).
 
 Both are hints about what the network reacted to, not proof of what it "heard": attention says
 which tokens a query read, and the encoder has already mixed information between tokens.
@@ -143,8 +145,8 @@ class Explainer:
         self, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any
     ) -> None:
         assert isinstance(module, nn.MultiheadAttention)
-        query = kwargs.get("query", args[0] if args else None)
-        key = kwargs.get("key", args[1] if len(args) > 1 else None)
+        query: Tensor = kwargs["query"] if "query" in kwargs else args[0]
+        key: Tensor = kwargs["key"] if "key" in kwargs else args[1]
         with torch.no_grad():
             probs = attention_probabilities(module, query.detach(), key.detach())
         self._captured.setdefault("attention", []).append(probs)
@@ -200,7 +202,10 @@ class Explainer:
             # Sum over each cell (mean × cell size keeps the scale independent of pooling).
             cells = F.adaptive_avg_pool2d(product, (self.gradient_bands, steps))
             maps.append(cells.clamp(min=0.0) * (product.shape[1] * product.shape[2]))
-        return torch.stack(maps, dim=1).cpu()  # (N, K, bands, steps)
+        positive = torch.stack(maps, dim=1).detach()  # (N, K, bands, steps)
+        share = positive / positive.sum(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+        probability = torch.sigmoid(logits.detach().float())[:, index, None, None]
+        return (share * probability).cpu()
 
     def _attention_maps(self, scores: Tensor, index: Tensor) -> Tensor:
         height, width = self._captured["grid"]

@@ -1,6 +1,6 @@
 """Evidence maps against ground truth: held-out renders where every note's time and pitch is known.
 
-    nice python -m training.explain_eval --pieces 8 [--checkpoint model/weights/default.safetensors]
+    nice python -m training.explain_eval --pieces 12 [--skip 12] [--checkpoint FILE]
         [--save-audio data/explain-eval] [--json docs/results/explanations.json]
 
 Pieces come from the held-out test split of the music21 corpus (`split_of`), in the renders'
@@ -67,11 +67,12 @@ class Piece:
     rendering: Rendering
 
 
-def held_out_pieces(count: int, seed: int = 0) -> list[Piece]:
-    """`count` test-split pieces with at least two playing parts, rendered with a low+high pair."""
+def held_out_pieces(count: int, seed: int = 0, skip: int = 0) -> list[Piece]:
+    """`count` test-split pieces with at least two playing parts, rendered with a low+high pair,
+    after the first `skip` such pieces (a second, disjoint set: `--skip 12`)."""
     pieces: list[Piece] = []
     for candidate in interleaved_candidates(seed):
-        if len(pieces) >= count:
+        if len(pieces) >= count + skip:
             break
         if split_of(candidate) != "test":
             continue
@@ -93,8 +94,10 @@ def held_out_pieces(count: int, seed: int = 0) -> list[Piece]:
         if len(rendering.programs) < 2:
             continue
         pieces.append(Piece(surveyed.piece, tuple(programs), rendering))
+        if len(pieces) <= skip:
+            continue
         print(f"rendered {surveyed.piece}: programs {sorted(set(programs))}", flush=True)
-    return pieces
+    return pieces[skip:]
 
 
 def tag_notes(rendering: Rendering) -> dict[str, list[tuple[float, float, int]]]:
@@ -150,7 +153,7 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
         windows = split_windows(samples, window)
         starts = window_starts(samples.shape[0], window)
         evidence = explainer.explain(windows, [names.index(t) for t in tags], explainer.methods)
-        maps = dict(evidence.maps)
+        maps: dict[str, torch.Tensor] = {str(k): v for k, v in evidence.maps.items()}
         if "gradient" in maps and "attention" in maps:
             bands = maps["attention"].shape[2]
             grad = maps["gradient"]
@@ -201,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pieces", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N usable pieces")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-audio", type=Path, help="write the renders here as FLAC")
@@ -208,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     begun = time.monotonic()
-    pieces = held_out_pieces(args.pieces, args.seed)
+    pieces = held_out_pieces(args.pieces, args.seed, args.skip)
     if args.save_audio:
         args.save_audio.mkdir(parents=True, exist_ok=True)
         for piece in pieces:

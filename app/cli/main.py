@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.cli import explain_command
 from app.pipeline.defaults import default_checkpoint_path
 from app.service.settings import Settings
 from model.checkpoint import CheckpointError, read_metadata
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_tag_parser(commands)
+    explain_command.add_parser(commands)
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
@@ -261,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "tag":
         return tag(args)
+    if args.command == "explain":
+        return explain_command.run(args)
     return tags(args)
 
 

@@ -100,7 +100,7 @@ def choose_method(explainer: Explainer, requested: str | None) -> Method:
             f"a {explainer.model.architecture} model cannot give a {requested!r} map "
             f"(it has no label queries); use one of: {offered}"
         )
-    method: Method = requested  # type: ignore[assignment]
+    method: Method = requested
     return method
 
 

@@ -52,6 +52,7 @@
   let heat = null; // {base, plotX, plotW, plotH, width, height, duration} of the drawn map
   let frame = 0;
   let repeat = null; // sends the last file or URL again, when the number of tags changes
+  let lastSource = null; // {file} or {url} of the result on screen, for evidence.js
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -194,6 +195,7 @@
   function tagFile(file) {
     if (!file) return;
     repeat = () => tagFile(file);
+    lastSource = { file };
     if (objectUrl) URL.revokeObjectURL(objectUrl);
     objectUrl = URL.createObjectURL(file);
     const form = new FormData();
@@ -209,6 +211,7 @@
 
   function tagUrl(url) {
     repeat = () => tagUrl(url);
+    lastSource = { url };
     const body = JSON.stringify({ url, top_k: topK(), segments: true });
     return run(
       nameOfUrl(url),
@@ -241,6 +244,10 @@
     results.hidden = false;
     heat = null;
     drawHeatmap();
+    // evidence.js adds the per-tag evidence view to the bars.
+    document.dispatchEvent(
+      new CustomEvent("tagger:result", { detail: { response, source: lastSource } }),
+    );
   }
 
   function orderByCategory(tags) {
@@ -409,6 +416,7 @@
     });
     describeHeatmap(rows, segments, duration);
     drawPlayhead();
+    document.dispatchEvent(new CustomEvent("tagger:heatmap", { detail: { plotX, plotW, width } }));
   }
 
   function fit(ctx, label, room) {
