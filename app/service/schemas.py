@@ -310,7 +310,7 @@ class Explanations(BaseModel):
     band_edges_hz: list[float] = Field(description="bands + 1 frequency band edges, Hz.")
     maps: list[EvidenceMapBody]
     spectrogram: SpectrogramBody
-    compute_ms: float = Field(description="Decoding and the explained forward passes.")
+    compute_ms: float = Field(description="The explained forward (and backward) passes.")
 
 
 TagResponse.model_rebuild()  # it refers to Explanations, defined after it

@@ -293,3 +293,71 @@ def test_phone_width(phone: webdriver.Chrome, server: ServiceProcess, tmp_path: 
     canvas = phone.find_element(By.ID, "heatmap")
     assert canvas.rect["width"] <= phone.execute_script("return window.innerWidth")
     full_page_png(phone, tmp_path / "phone.png")
+
+
+# Pixels of the evidence map's plot area: distinct colours and orange (evidence) ones.
+EVIDENCE_PIXELS = """
+const canvas = document.getElementById("evidence-map");
+const d = canvas.dataset, ratio = window.devicePixelRatio || 1;
+const data = canvas.getContext("2d").getImageData(
+  Math.round(Number(d.plotX) * ratio), 0,
+  Math.floor(Number(d.plotWidth) * ratio), Math.floor(Number(d.plotHeight) * ratio)).data;
+const colours = new Set();
+let orange = 0;
+for (let i = 0; i < data.length; i += 4) {
+  colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+  if (data[i] > data[i + 2] + 60) orange += 1;
+}
+return {colours: colours.size, orange: orange / (data.length / 4)};
+"""
+
+
+def test_a_tag_chosen_with_the_keyboard_shows_its_evidence(
+    browser: webdriver.Chrome, server: ServiceProcess, tmp_path: Path
+) -> None:
+    track = tmp_path / "evidence.mp3"
+    track.write_bytes(encode("mp3", 8.0))
+    open_page(browser, server)
+    upload(browser, track)
+    assert wait_finished(browser) == "done", browser.find_element(By.ID, "error").text
+    assert not browser.find_element(By.ID, "evidence").is_displayed()
+
+    buttons = browser.find_elements(By.CSS_SELECTOR, "#bars .bar .evidence-button")
+    assert [b.get_attribute("data-tag") for b in buttons] == bar_tags(browser)
+    # Tab from the tag before it onto the second tag's button, then Enter.
+    browser.execute_script("arguments[0].focus()", buttons[0])
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    assert browser.switch_to.active_element == buttons[1]
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    box = browser.find_element(By.ID, "evidence")
+    wait_for(browser, lambda c: box.get_attribute("data-state") in {"done", "error"})
+    status = browser.find_element(By.ID, "evidence-status").text
+    assert box.get_attribute("data-state") == "done", status
+    tag = buttons[1].get_attribute("data-tag")
+    assert buttons[1].get_attribute("aria-pressed") == "true"
+    assert buttons[0].get_attribute("aria-pressed") == "false"
+    assert browser.find_element(By.ID, "evidence-tag").text == tag
+
+    evidence = browser.find_element(By.ID, "evidence-map")
+    heatmap = browser.find_element(By.ID, "heatmap")
+    assert evidence.get_attribute("data-tag") == tag
+    assert evidence.get_attribute("data-method") == "gradient"
+    assert evidence.get_attribute("data-bands") == "16"
+    assert evidence.get_attribute("data-columns") == "18"  # 8 s in steps of 0.46 s
+    # One time axis with the tags-over-time map above it.
+    for name in ("data-plot-x", "data-plot-width"):
+        assert evidence.get_attribute(name) is not None
+        assert evidence.get_attribute(name) == heatmap.get_attribute(name)
+    pixels = browser.execute_script(EVIDENCE_PIXELS)
+    assert pixels["colours"] > 50  # a spectrogram, not a flat fill
+    assert pixels["orange"] > 0.01
+    description = browser.find_element(By.ID, "evidence-description").get_attribute("textContent")
+    assert f"Evidence for {tag} over 0:08" in str(description)
+    assert "Hz" in str(description)
+
+    # Space on another tag switches the view to it.
+    browser.execute_script("arguments[0].focus()", buttons[0])
+    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    first = buttons[0].get_attribute("data-tag")
+    wait_for(browser, lambda c: evidence.get_attribute("data-tag") == first)
+    assert box.get_attribute("data-state") == "done"
