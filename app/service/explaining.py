@@ -5,17 +5,21 @@ of their own on a private fp32 copy of the network (`model.explain.Explainer`, m
 explanation), in a pool of `max_concurrent_explanations` threads, so a rare explanation never
 holds up the batches and costs nothing when nobody asks for one. The same limits apply as to
 tagging: the upload and duration limits (the audio was tagged first) and the request deadline,
-checked between chunks of windows. More explanations at once than the pool runs get 503.
+checked between chunks of windows. More explanations at once than the pool runs get 503. The
+audio comes decoded by the service's own decoder (`TaggingService._decode`), not a second one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from app.pipeline.explain import (
@@ -26,12 +30,19 @@ from app.pipeline.explain import (
     explain_track,
     resolve_tags,
 )
-from app.service.problems import BAD_REQUEST, DEADLINE, QUEUE_FULL, ProblemError
+from app.service.problems import (
+    BAD_REQUEST,
+    DEADLINE,
+    INFERENCE_FAILED,
+    QUEUE_FULL,
+    ProblemError,
+)
 from app.service.schemas import EvidenceMapBody, Explanations, SpectrogramBody, TagResponse
 from app.service.settings import Settings
-from model.audio.decode import decode_audio
 from model.base import TaggingModel
 from model.explain import Explainer, Method
+
+logger = logging.getLogger("tagger.explain")
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,14 @@ class ExplanationRunner:
         return method
 
     async def explain(
-        self, data: bytes, response: TagResponse, options: ExplainOptions, *, started: float
+        self,
+        samples: npt.NDArray[np.float32],
+        response: TagResponse,
+        options: ExplainOptions,
+        *,
+        started: float,
     ) -> TagResponse:
-        """`response` with its `explanations`, for the same audio `data`."""
+        """`response` with its `explanations`, for the decoded mono `samples` it describes."""
         method = self.check(options)
         default = [tag.tag for tag in response.tags]
         indices = resolve_tags(options.tags, self.names, default, self.settings.explain_max_tags)
@@ -93,15 +109,11 @@ class ExplanationRunner:
             )
         deadline = started + self.settings.request_deadline_s
         explainer = self.explainer
-        sample_rate = explainer.model.audio.sample_rate
 
         def run() -> TrackExplanation:
-            decoded = decode_audio(
-                data, sample_rate=sample_rate, max_seconds=self.settings.max_audio_seconds
-            )
             return explain_track(
                 explainer,
-                torch.from_numpy(decoded.samples),
+                torch.from_numpy(samples),
                 indices,
                 self.names,
                 method,
@@ -111,7 +123,7 @@ class ExplanationRunner:
 
         self._busy += 1
         future = asyncio.get_running_loop().run_in_executor(self._pool, run)
-        future.add_done_callback(lambda _: self._release())
+        future.add_done_callback(self._release)
         try:
             remaining = max(0.0, deadline - time.monotonic())
             result = await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
@@ -122,10 +134,19 @@ class ExplanationRunner:
                 "explain fewer tags or send shorter audio",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             ) from None
+        except Exception:
+            logger.exception("explanation failed")
+            raise ProblemError(
+                INFERENCE_FAILED,
+                "the model failed while computing the evidence maps; the error is in the server "
+                "log under this request id",
+            ) from None
         return response.model_copy(update={"explanations": to_body(result)})
 
-    def _release(self) -> None:
+    def _release(self, future: asyncio.Future[TrackExplanation]) -> None:
         self._busy -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: a run past its deadline was already answered 504
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -434,10 +434,17 @@ class TaggingService:
         started: float,
         fetch_seconds: float | None = None,
     ) -> TagResponse:
-        """`tag_audio`, then evidence maps of the same audio (checked before any audio work)."""
+        """`tag_audio`, then evidence maps of the same audio (checked before any audio work).
+
+        The audio is decoded a second time, by the same decoder: explanations are rare, and
+        this keeps `tag_audio` exactly what it is without them.
+        """
         self.explanations.check(explaining)
         response = await self.tag_audio(data, options, started=started, fetch_seconds=fetch_seconds)
-        return await self.explanations.explain(data, response, explaining, started=started)
+        decoded, _ = await self._decode(data)
+        return await self.explanations.explain(
+            decoded.samples, response, explaining, started=started
+        )
 
     async def tag_url_and_explain(
         self, url: str, options: TagOptions, explaining: ExplainOptions, *, started: float
