@@ -4,6 +4,8 @@ tests/app/service/test_browser.py).
 
     .venv/bin/python scripts/page_screenshot.py data/music/naev-data/upbeat.ogg \
         --out docs/img/web-page.png
+    .venv/bin/python scripts/page_screenshot.py data/music/wesnoth-1.16-music/love_theme.ogg \
+        --explain flute --top-k 6 --out docs/img/web-page-evidence.png
 
 Needs the `chromium` and `chromium-driver` Debian packages. The track is only uploaded to the
 local service; nothing but the PNG is written.
@@ -42,6 +44,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=900, help="viewport width in CSS pixels")
     parser.add_argument("--top-k", type=int, default=12)
     parser.add_argument("--position", type=float, default=0.4, help="playhead, 0-1 of the track")
+    parser.add_argument("--explain", metavar="TAG", help="also open this tag's evidence view")
     args = parser.parse_args()
 
     found = find_chromium()
@@ -67,6 +70,13 @@ def main() -> int:
             if chrome.execute_script(state) != "done":
                 print(chrome.find_element(By.ID, "error").text, file=sys.stderr)
                 return 1
+            if args.explain:
+                chrome.find_element(
+                    By.CSS_SELECTOR, f'.evidence-button[data-tag="{args.explain}"]'
+                ).click()
+                evidence = "return document.getElementById('evidence').dataset.state"
+                wait.until(lambda c: c.execute_script(evidence) in {"done", "error"})
+                print(chrome.find_element(By.ID, "evidence-status").text)
             chrome.execute_async_script(SEEK, args.position)
             chrome.execute_script("document.activeElement.blur()")  # no focus ring in the shot
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -200,6 +200,24 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
     return {"summary": summary, "pieces": per_piece, "checkpoint": loaded.model_id}
 
 
+def explain_speed(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, float]:
+    """Seconds of compute per minute of audio, one tag, per method (8 windows a pass, as the
+    service), over all the pieces."""
+    loaded = load_checkpoint(checkpoint)
+    explainer = Explainer(loaded.model.eval())
+    window = loaded.model.audio.window_samples
+    minutes = sum(len(p.rendering.samples) for p in pieces) / loaded.model.audio.sample_rate / 60
+    speed: dict[str, float] = {}
+    for method in explainer.methods:
+        begun = time.perf_counter()
+        for piece in pieces:
+            windows = split_windows(torch.from_numpy(piece.rendering.samples), window)
+            for start in range(0, windows.shape[0], 8):
+                explainer.explain(windows[start : start + 8], [0], [method])
+        speed[method] = round((time.perf_counter() - begun) / minutes, 2)
+    return speed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pieces", type=int, default=8)
@@ -221,10 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             soundfile.write(path, piece.rendering.samples, 16000)
     report = evaluate(pieces, args.checkpoint)
     report["seconds"] = round(time.monotonic() - begun, 1)
+    report["compute_s_per_audio_minute"] = explain_speed(pieces, args.checkpoint)
+    report["threads"] = args.threads
     print(f"{len(pieces)} held-out renders, {report['seconds']} s, model {report['checkpoint']}")
     print(f"{'measure':40s} {'ROC-AUC':>8s} {'n':>4s}")
     for key, value in report["summary"].items():
         print(f"{key:40s} {value['mean']:8.3f} {value['n']:4d}")
+    for method, seconds in report["compute_s_per_audio_minute"].items():
+        print(f"{method} map, one tag: {seconds} s of compute per minute of audio")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
