@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -110,6 +111,7 @@ class Explainer:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self._captured: dict[str, Any] = {}
+        self._lock = threading.Lock()  # the hooks share `_captured`: one explanation at a time
         self._time_major = self.model.architecture == "musicnn"  # its mel is (B, 1, T, mels)
         frontend = getattr(self.model, "frontend", None)
         if "gradient" in self.methods and isinstance(frontend, MelFrontEnd):
@@ -166,6 +168,12 @@ class Explainer:
         self, windows: Tensor, tag_indices: Sequence[int], methods: Sequence[Method]
     ) -> WindowEvidence:
         """Scores and maps of `windows` (N, T) for the tags at `tag_indices`."""
+        with self._lock:
+            return self._explain(windows, tag_indices, methods)
+
+    def _explain(
+        self, windows: Tensor, tag_indices: Sequence[int], methods: Sequence[Method]
+    ) -> WindowEvidence:
         self.check(methods)
         if windows.dim() != 2 or windows.shape[0] == 0:
             raise ValueError(f"expected windows (N, samples), got {tuple(windows.shape)}")

@@ -96,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as error:
         return _fail(str(error), 2)
     names = [tag.name for tag in checkpoint.metadata.tags]
-    explainer = Explainer(checkpoint.model.eval())
     try:
-        method = choose_method(explainer, args.method)
+        method = choose_method(checkpoint.model, args.method)
         indices = resolve_tags(args.tag, names, (), max_tags=len(names))
     except ExplainRequestError as error:
         return _fail(str(error), 2)
+    explainer = Explainer(checkpoint.model.eval())
     try:
         decoded = decode_audio(
             args.file.read_bytes(),

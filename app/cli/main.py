@@ -1,5 +1,5 @@
 """The `tagger` command: `tagger serve` runs the service, `tagger tag` tags local files and
-folders, `tagger tags` prints the vocabulary.
+folders, `tagger tags` prints the vocabulary, `tagger explain` draws a tag's evidence map.
 
 Settings come from `TAGGER_*` environment variables; command-line options override them.
 """

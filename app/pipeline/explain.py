@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.explain import Explainer, Method, band_edges_hz, pool_time, stitch
+from model.base import TaggingModel
+from model.explain import Explainer, Method, band_edges_hz, pool_time, stitch, supported_methods
 from model.frontend import MelFrontEnd
 from model.inference import split_windows, window_starts
 
@@ -85,19 +86,20 @@ class TrackExplanation:
     compute_seconds: float
 
 
-def choose_method(explainer: Explainer, requested: str | None) -> Method:
+def choose_method(model: TaggingModel, requested: str | None) -> Method:
     """The requested method if the model has it, else the best one it has."""
-    if not explainer.methods:
+    methods = supported_methods(model)
+    if not methods:
         raise ExplainRequestError(
-            f"a {explainer.model.architecture} model cannot be explained: evidence maps need "
+            f"a {model.architecture} model cannot be explained: evidence maps need "
             "label queries (attention) or a log-mel front end (gradient)"
         )
     if requested is None:
-        return next(m for m in DEFAULT_METHOD_ORDER if m in explainer.methods)
-    if requested not in explainer.methods:
-        offered = ", ".join(explainer.methods)
+        return next(m for m in DEFAULT_METHOD_ORDER if m in methods)
+    if requested not in methods:
+        offered = ", ".join(methods)
         raise ExplainRequestError(
-            f"a {explainer.model.architecture} model cannot give a {requested!r} map "
+            f"a {model.architecture} model cannot give a {requested!r} map "
             f"(it has no label queries); use one of: {offered}"
         )
     method: Method = requested

@@ -40,7 +40,7 @@ from app.service.problems import (
 from app.service.schemas import EvidenceMapBody, Explanations, SpectrogramBody, TagResponse
 from app.service.settings import Settings
 from model.base import TaggingModel
-from model.explain import Explainer, Method
+from model.explain import Explainer, Method, supported_methods
 
 logger = logging.getLogger("tagger.explain")
 
@@ -60,31 +60,33 @@ class ExplanationRunner:
         self.settings = settings
         self.names = tag_names
         self._source = model
-        self._explainer: Explainer | None = None
-        self._lock = threading.Lock()
+        self._local = threading.local()  # one private copy of the model per pool thread
         self._busy = 0
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_explanations, thread_name_prefix="tagger-explain"
         )
 
-    @property
-    def explainer(self) -> Explainer:
-        with self._lock:
-            if self._explainer is None:
-                self._explainer = Explainer(self._source)
-            return self._explainer
+    def _explainer(self) -> Explainer:
+        """This pool thread's explainer, made on its first explanation."""
+        explainer: Explainer | None = getattr(self._local, "explainer", None)
+        if explainer is None:
+            explainer = self._local.explainer = Explainer(self._source)
+        return explainer
 
     def check(self, options: ExplainOptions) -> Method:
         """Validate before any audio work: the method and any named tags (400 if wrong)."""
         try:
-            method = choose_method(self.explainer, options.method)
+            method = choose_method(self._source, options.method)
             if options.tags:
                 resolve_tags(options.tags, self.names, (), self.settings.explain_max_tags)
         except ExplainRequestError as error:
             raise ProblemError(
                 BAD_REQUEST,
                 str(error),
-                extensions={"valid_tags": self.names, "methods": list(self.explainer.methods)},
+                extensions={
+                    "valid_tags": self.names,
+                    "methods": list(supported_methods(self._source)),
+                },
             ) from None
         return method
 
@@ -108,11 +110,10 @@ class ExplanationRunner:
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             )
         deadline = started + self.settings.request_deadline_s
-        explainer = self.explainer
 
         def run() -> TrackExplanation:
             return explain_track(
-                explainer,
+                self._explainer(),
                 torch.from_numpy(samples),
                 indices,
                 self.names,
