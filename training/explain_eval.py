@@ -12,8 +12,9 @@ instruments play in different registers. For every instrument tag of a render:
   bands its notes' fundamentals fall in (a band is positive when it holds at least
   `MIN_BAND_SHARE` of the tag's note time); averaged over tags and pieces (chance 0.5).
 - **time**: ROC-AUC over the 0.46 s time steps of the track of the evidence summed over bands,
-  against the steps whose centre lies where the tag sounds (`active` spans); only tags that
-  enter or leave (both kinds of steps, at least two of each). The per-window score of the tag,
+  against the steps whose centre lies where the tag sounds (its notes, rests shorter than a
+  second bridged: the renders' `active` spans); only tags that enter or leave (both kinds of
+  steps, at least two of each). The per-window score of the tag,
   spread over its window's steps, is the baseline an evidence map has to beat.
 
 Both for the attention map and the gradient map (and the gradient map pooled to the attention's
@@ -48,7 +49,7 @@ from training.distill.render import (
     split_of,
     survey,
 )
-from training.distill.render.synth import Rendering
+from training.distill.render.synth import Rendering, merge_spans
 
 DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[1] / "model" / "weights" / "default.safetensors"
@@ -120,6 +121,12 @@ def band_occupancy(notes: Sequence[tuple[float, float, int]], edges: Sequence[fl
     return occupancy / total if total > 0 else occupancy
 
 
+def active_spans(notes: Sequence[tuple[float, float, int]]) -> list[tuple[float, float]]:
+    """Where a tag sounds: its notes with rests under ACTIVE_GAP_SECONDS bridged, exactly as
+    the renders' `active` spans (`training.distill.render.labels.active_tags`)."""
+    return merge_spans([(start, end) for start, end, _ in notes])
+
+
 def sounding_steps(spans: Sequence[tuple[float, float]], columns: int, step_s: float) -> np.ndarray:
     centres = (np.arange(columns) + 0.5) * step_s
     labels = np.zeros(columns, dtype=bool)
@@ -167,9 +174,7 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
         score_track = stitch(spread.expand(-1, -1, 1, steps), starts, window, samples.shape[0])
         step_s = window / steps / rate
         for k, tag in enumerate(tags):
-            labels = sounding_steps(
-                [(s, e) for s, e, _ in notes[tag]], score_track.shape[2], step_s
-            )
+            labels = sounding_steps(active_spans(notes[tag]), score_track.shape[2], step_s)
             if labels.sum() >= 2 and (~labels).sum() >= 2:
                 base = _auc(labels, score_track[k, 0].numpy())
                 if base is not None:
@@ -185,8 +190,7 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
                 if freq is not None:
                     results[f"frequency/{method}"].append(freq)
                     row[f"frequency/{method}/{tag}"] = round(freq, 3)
-                spans = [(s, e) for s, e, _ in notes[tag]]
-                labels = sounding_steps(spans, track.shape[2], step_s)
+                labels = sounding_steps(active_spans(notes[tag]), track.shape[2], step_s)
                 if labels.sum() >= 2 and (~labels).sum() >= 2:
                     value = _auc(labels, track[k].sum(axis=0))
                     if value is not None:

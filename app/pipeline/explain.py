@@ -17,7 +17,6 @@ evidence column, as bytes (0 = `db_min`, 255 = `db_max`, the loudest cell of the
 from __future__ import annotations
 
 import base64
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -202,9 +201,3 @@ def explain_track(
         window_scores=torch.cat(scores),
         compute_seconds=time.monotonic() - begun,
     )
-
-
-def columns_for(seconds: float, step_seconds: float, max_columns: int) -> int:
-    """How many evidence columns a track of `seconds` gets (for documentation and tests)."""
-    steps = max(1, math.ceil(seconds / step_seconds - 1e-6))
-    return math.ceil(steps / math.ceil(steps / max_columns))
