@@ -30,6 +30,7 @@ from app.service.metrics import Metrics
 
 logger = logging.getLogger("tagger.decoders")
 
+_WRITE_PIECE = 1 << 20
 # Failures after which the worker is still in a known state and serves the next file.
 CLEAN_REFUSALS = frozenset({"too-long", "empty", "undecodable"})
 # A chunk is a mono float32 array, or RESTART_DECODE: drop the chunks before it.
@@ -107,10 +108,14 @@ class DecodeJob:
     async def chunks(self) -> AsyncIterator[DecodedChunk]:
         worker, timeout = self._worker, self._pool.options.timeout_s
         try:
-            worker.stdin.write(HEADER.pack(JOB, len(self._data)))
-            worker.stdin.write(self._data)
-            self._data = b""
-            await asyncio.wait_for(worker.stdin.drain(), timeout)
+            data, self._data = memoryview(self._data), b""
+            worker.stdin.write(HEADER.pack(JOB, len(data)))
+            # In pieces: the pipe transport would otherwise buffer a copy of the whole file.
+            for first in range(0, len(data), _WRITE_PIECE):
+                worker.stdin.write(data[first : first + _WRITE_PIECE])
+                async with asyncio.timeout(timeout):
+                    await worker.stdin.drain()
+            del data
             while True:
                 async with asyncio.timeout(timeout):
                     kind, payload = await worker.read()
