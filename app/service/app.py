@@ -74,7 +74,7 @@ def create_app(
         service = await asyncio.to_thread(
             TaggingService, settings, metrics, wrap_infer=wrap_infer, resolver=resolver
         )
-        service.start()
+        await service.start()
         app.state.service = service
         # Unready while draining for shutdown too (see app/service/server.py), not only while
         # warming up.

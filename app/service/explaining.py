@@ -4,9 +4,9 @@ The tags come from the normal path (batcher, compiled model) untouched; the maps
 of their own on a private fp32 copy of the network (`model.explain.Explainer`, made on the first
 explanation), in a pool of `max_concurrent_explanations` threads, so a rare explanation never
 holds up the batches and costs nothing when nobody asks for one. The same limits apply as to
-tagging: the upload and duration limits (the audio was tagged first) and the request deadline,
-checked between chunks of windows. More explanations at once than the pool runs get 503. The
-audio comes decoded by the service's own decoder (`TaggingService._decode`), not a second one.
+tagging (the audio was tagged first), plus `explain_max_audio_seconds`, and the deadline rule of
+tagging, checked between chunks of windows. More explanations at once than the pool runs get
+503. The audio comes from the service's own decode workers (`TaggingService._decode_samples`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class ExplanationRunner:
         response: TagResponse,
         options: ExplainOptions,
         *,
-        started: float,
+        deadline: float,
     ) -> TagResponse:
         """`response` with its `explanations`, for the decoded mono `samples` it describes."""
         method = self.check(options)
@@ -109,7 +109,6 @@ class ExplanationRunner:
                 f"at a time and all are busy; retry after {self.settings.retry_after_s} s",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             )
-        deadline = started + self.settings.request_deadline_s
 
         def run() -> TrackExplanation:
             return explain_track(
@@ -131,8 +130,8 @@ class ExplanationRunner:
         except (TimeoutError, ExplainDeadlineError):
             raise ProblemError(
                 DEADLINE,
-                f"the explanation did not finish within {self.settings.request_deadline_s:g} s; "
-                "explain fewer tags or send shorter audio",
+                "the explanation did not finish within the request's deadline; explain fewer "
+                "tags or send shorter audio",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             ) from None
         except Exception:
