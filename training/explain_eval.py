@@ -1,7 +1,7 @@
 """Evidence maps against ground truth: held-out renders where every note's time and pitch is known.
 
-    nice python -m training.explain_eval --pieces 12 [--skip 12] [--checkpoint FILE]
-        [--save-audio data/explain-eval] [--json docs/results/explanations.json]
+    nice python -m training.explain_eval --pieces 24 --halves 12 \
+        --json docs/results/explanations.json [--skip N] [--checkpoint FILE] [--save-audio DIR]
 
 Pieces come from the held-out test split of the music21 corpus (`split_of`), in the renders'
 seeded order; each piece with two or more playing parts is rendered once with a low and a high
@@ -18,7 +18,9 @@ instruments play in different registers. For every instrument tag of a render:
   spread over its window's steps, is the baseline an evidence map has to beat.
 
 Both for the attention map and the gradient map (and the gradient map pooled to the attention's
-bands, to compare like with like). Prints a table; `--json` writes the figures.
+bands, to compare like with like). Prints a table (with `--halves N` also for the first N
+pieces and the rest), then the compute per minute of audio of each map; `--json` writes it all
+with every piece's figures.
 """
 
 from __future__ import annotations
@@ -149,7 +151,6 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
     window = model.audio.window_samples
     rate = model.audio.sample_rate
     mel = explainer.mel
-    results: dict[str, list[float]] = defaultdict(list)
     per_piece = []
     for piece in pieces:
         samples = torch.from_numpy(piece.rendering.samples)
@@ -178,7 +179,6 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
             if labels.sum() >= 2 and (~labels).sum() >= 2:
                 base = _auc(labels, score_track[k, 0].numpy())
                 if base is not None:
-                    results["time/window-score"].append(base)
                     row[f"time/window-score/{tag}"] = round(base, 3)
         for method, window_maps in maps.items():
             track = stitch(window_maps, starts, window, samples.shape[0]).numpy()  # (K, F, cols)
@@ -188,20 +188,26 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
                 occupied = band_occupancy(notes[tag], edges) >= MIN_BAND_SHARE
                 freq = _auc(occupied, track[k].sum(axis=1))
                 if freq is not None:
-                    results[f"frequency/{method}"].append(freq)
                     row[f"frequency/{method}/{tag}"] = round(freq, 3)
                 labels = sounding_steps(active_spans(notes[tag]), track.shape[2], step_s)
                 if labels.sum() >= 2 and (~labels).sum() >= 2:
                     value = _auc(labels, track[k].sum(axis=0))
                     if value is not None:
-                        results[f"time/{method}"].append(value)
                         row[f"time/{method}/{tag}"] = round(value, 3)
         per_piece.append(row)
-    summary = {
-        key: {"mean": round(float(np.mean(v)), 3), "n": len(v)}
-        for key, v in sorted(results.items())
+    return {"summary": summarise(per_piece), "pieces": per_piece, "checkpoint": loaded.model_id}
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean ROC-AUC per measure over the tags and pieces of `rows` ("time/gradient/flute"...)."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(("frequency/", "time/")):
+                values[key.rsplit("/", 1)[0]].append(value)
+    return {
+        key: {"mean": round(float(np.mean(v)), 3), "n": len(v)} for key, v in sorted(values.items())
     }
-    return {"summary": summary, "pieces": per_piece, "checkpoint": loaded.model_id}
 
 
 def explain_speed(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, float]:
@@ -212,6 +218,9 @@ def explain_speed(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, float]
     window = loaded.model.audio.window_samples
     minutes = sum(len(p.rendering.samples) for p in pieces) / loaded.model.audio.sample_rate / 60
     speed: dict[str, float] = {}
+    first = split_windows(torch.from_numpy(pieces[0].rendering.samples), window)[:8]
+    for method in explainer.methods:  # a first pass of each: one-off set-up is not timed
+        explainer.explain(first, [0], [method])
     for method in explainer.methods:
         begun = time.perf_counter()
         for piece in pieces:
@@ -227,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pieces", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", type=int, default=0, help="skip the first N usable pieces")
+    parser.add_argument(
+        "--halves", type=int, metavar="N", help="also summarise the first N pieces and the rest"
+    )
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-audio", type=Path, help="write the renders here as FLAC")
@@ -245,10 +257,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["seconds"] = round(time.monotonic() - begun, 1)
     report["compute_s_per_audio_minute"] = explain_speed(pieces, args.checkpoint)
     report["threads"] = args.threads
+    if args.halves:
+        report["summary_first"] = summarise(report["pieces"][: args.halves])
+        report["summary_rest"] = summarise(report["pieces"][args.halves :])
     print(f"{len(pieces)} held-out renders, {report['seconds']} s, model {report['checkpoint']}")
-    print(f"{'measure':40s} {'ROC-AUC':>8s} {'n':>4s}")
-    for key, value in report["summary"].items():
-        print(f"{key:40s} {value['mean']:8.3f} {value['n']:4d}")
+    parts = ["summary", "summary_first", "summary_rest"] if args.halves else ["summary"]
+    print(
+        f"{'measure':36s}"
+        + "".join(f"{p.removeprefix('summary_') if p != 'summary' else 'all':>14s}" for p in parts)
+    )
+    for key in report["summary"]:
+        cells = "".join(
+            f"{report[p][key]['mean']:9.3f} ({report[p][key]['n']:2d})"
+            if key in report[p]
+            else " " * 14
+            for p in parts
+        )
+        print(f"{key:36s}{cells}")
     for method, seconds in report["compute_s_per_audio_minute"].items():
         print(f"{method} map, one tag: {seconds} s of compute per minute of audio")
     if args.json:
