@@ -39,7 +39,14 @@ class Settings(ModelSettings):
         "0 means 8 on CPU, max_batch_windows on CUDA.",
     )
     # Dynamic batching; the unit is one analysis window, not one request.
-    max_batch_windows: int = Field(default=64, ge=1, le=4096)
+    max_batch_windows: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Largest batch of windows; batches also stop at the largest model call "
+        "(max_chunk_windows), since a bigger one runs as several calls that all its requests "
+        "wait for.",
+    )
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     max_queued_windows: int = Field(
         default=1024,

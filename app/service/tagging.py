@@ -164,7 +164,9 @@ class TaggingService:
         self._batcher = Batcher(
             wrap_infer(infer) if wrap_infer else infer,
             window_samples=self.model.audio.window_samples,
-            max_batch_windows=settings.max_batch_windows,
+            # A batch larger than the largest model call would only run as several calls, and
+            # every request in it would wait for the last: batches stop at one call.
+            max_batch_windows=self._largest_call(settings),
             warm_up=self._warm_up,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queued_windows=settings.max_queued_windows,
@@ -195,13 +197,15 @@ class TaggingService:
             metrics.gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated(device)))
         self._publish_model_info()
 
-    def _request_share(self, settings: Settings) -> int:
-        if settings.max_request_queued_windows:
-            return settings.max_request_queued_windows
-        largest_call = settings.max_chunk_windows or (
+    def _largest_call(self, settings: Settings) -> int:
+        """Windows per model call at most (the runtime cuts batches into such chunks)."""
+        largest = settings.max_chunk_windows or (
             CPU_MAX_CHUNK if self.device.type == "cpu" else settings.max_batch_windows
         )
-        return min(largest_call, settings.max_batch_windows)
+        return min(largest, settings.max_batch_windows)
+
+    def _request_share(self, settings: Settings) -> int:
+        return settings.max_request_queued_windows or self._largest_call(settings)
 
     def _warm_up(self) -> None:
         """Runs on the batcher's thread before it reports ready."""
