@@ -98,6 +98,11 @@ def _add_tag_parser(commands: Any) -> None:
     )  # fmt: skip
     tag.add_argument("--segments", action="store_true", help="add the scores of every window")
     tag.add_argument(
+        "--embedding", action="store_true",
+        help="add each file's L2-normalised embedding (and each window's, with --segments); "
+        "see docs/similarity.md",
+    )  # fmt: skip
+    tag.add_argument(
         "--checkpoint", type=Path, metavar="FILE", help="checkpoint file (TAGGER_CHECKPOINT)"
     )
     tag.add_argument("--device", help="auto, cpu, cuda or cuda:N (TAGGER_DEVICE, auto)")
