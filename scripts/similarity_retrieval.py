@@ -88,7 +88,7 @@ def candidates(model: TaggingModel) -> dict[str, tuple[nn.Module, Pool]]:
     """name -> (module whose output is captured, pooling) for this architecture."""
     if model.architecture == "q2l":
         layers: Any = model
-        found = {
+        found: dict[str, tuple[nn.Module, Pool]] = {
             "backbone (mean)": (layers.backbone, _mean_map),
             "backbone (mean+max)": (layers.backbone, _mean_max_map),
             "tokens before the encoder (mean)": (layers.input_proj, _tokens_map),
@@ -192,9 +192,9 @@ def main() -> int:
                 + "  ".join(f"{k} {v:.3f}" for k, v in figures.items()),
                 flush=True,
             )
-    seconds = time.monotonic() - started
+    elapsed = time.monotonic() - started
     hours = sum(t.shape[0] for t in first_halves[16000]) * 2 / 16000 / 3600
-    print(f"{len(tracks)} tracks ({hours:.2f} h) from {args.packages} in {seconds:.0f} s")
+    print(f"{len(tracks)} tracks ({hours:.2f} h) from {args.packages} in {elapsed:.0f} s")
     if args.out:
         document = {
             "command": "python " + " ".join(sys.argv),
