@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from model.checkpoint import load_checkpoint
 DIM = 512  # q2l-small's backbone mean+max
 
 
-def similar(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict, str]:
+def similar(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:
     capsys.readouterr()
     code = main(["similar", *args, "--format", "json"])
     captured = capsys.readouterr()
