@@ -28,6 +28,7 @@ from app.catalog.search import (
 )
 from app.catalog.store import CatalogError, CatalogStore, ModelMismatchError, Track
 from app.service.problems import BAD_REQUEST, NOT_FOUND, ProblemError, ProblemKind
+from app.service.schemas import Embedding
 from app.service.similar_schemas import (
     CatalogInfo,
     CatalogTrack,
@@ -152,17 +153,32 @@ class SimilarService:
         else:
             tagged = await self.tagging.tag_audio(data or b"", options, started=started)
         assert tagged.embedding is not None
-        spec = EmbeddingSpec(tagged.embedding.model_id, tagged.embedding.kind, tagged.embedding.dim)
-        names = [tag.name for tag in self.tagging.tags]
-        by_name = {t.tag: t.score for t in tagged.tags}
-        scores = np.array([by_name[name] for name in names], dtype=np.float32)
-        vector = np.array(tagged.embedding.vector, dtype=np.float32)
+        scores = {t.tag: t.score for t in tagged.tags}
+        return await self.similar_to_vector(tagged.embedding, scores, top, filters)
+
+    async def similar_to_vector(
+        self, embedding: Embedding, scores: dict[str, float] | None, top: int, filters: Filters
+    ) -> SimilarResponse:
+        """Search with an embedding (and the query's tag scores, for taxonomy filters)."""
+        spec = EmbeddingSpec(embedding.model_id, embedding.kind, embedding.dim)
+        vector = np.array(embedding.vector, dtype=np.float32)
+        if vector.shape != (spec.dim,) or not np.isfinite(vector).all():
+            raise ProblemError(
+                BAD_REQUEST, f"the embedding must hold {spec.dim} finite numbers (its dim)"
+            )
+        query_scores = None
+        if scores is not None:
+            names = [tag.name for tag in self.tagging.tags]
+            missing = [name for name in names if name not in scores]
+            if missing:
+                raise ProblemError(BAD_REQUEST, f"scores lack tags: {', '.join(missing[:5])}")
+            query_scores = np.array([scores[name] for name in names], dtype=np.float32)
 
         def search() -> SimilarResponse:
             with self._lock, _problems():
                 self.catalog.check_model(spec)
                 matches = self.catalog.similar(
-                    vector, top=top, filters=filters, query_scores=scores
+                    vector, top=top, filters=filters, query_scores=query_scores
                 )
                 return SimilarResponse(
                     model_id=spec.model_id, results=[self._result(m) for m in matches]

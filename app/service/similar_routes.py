@@ -21,6 +21,7 @@ from app.service.similar_schemas import (
     CatalogTrack,
     SimilarResponse,
     SimilarURLRequest,
+    VectorSearchRequest,
 )
 
 router = APIRouter()
@@ -89,6 +90,21 @@ async def similar_url(
     filters = Filters(tuple(body.tag), body.min_score, tuple(body.taxonomy))
     search = similar.similar_to_audio(None, body.url, body.top, filters, started=started)
     return await cancel_on_disconnect(request, search)
+
+
+@router.post(
+    "/catalog/search",
+    summary="Catalogued tracks nearest to an embedding",
+    response_model=SimilarResponse,
+    responses={
+        400: _SIMILAR_PROBLEMS[400],
+        404: _SIMILAR_PROBLEMS[404],
+        409: _SIMILAR_PROBLEMS[409],
+    },
+)
+async def catalog_search(similar: Similar, body: VectorSearchRequest) -> SimilarResponse:
+    filters = Filters(tuple(body.tag), body.min_score, tuple(body.taxonomy))
+    return await similar.similar_to_vector(body.embedding, body.scores, body.top, filters)
 
 
 @router.get("/catalog", summary="What the catalogue holds", response_model=CatalogInfo)

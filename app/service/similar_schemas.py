@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.service.schemas import Embedding
+
 
 class TrackTag(BaseModel):
     tag: str = Field(examples=["piano"])
@@ -66,3 +68,18 @@ class SimilarURLRequest(BaseModel):
         default_factory=list,
         description="Categories in which results share the query's best tag (genre, mood...).",
     )
+
+
+class VectorSearchRequest(BaseModel):
+    """Search with an embedding a client already has (from POST /tag with embedding=true)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding: Embedding
+    scores: dict[str, float] | None = Field(
+        default=None, description="The query's tag scores by name; only taxonomy filters need them."
+    )
+    top: int = Field(default=10, ge=1, le=100, description="How many tracks to return.")
+    tag: list[str] = Field(default_factory=list, description="Tags every result must have.")
+    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    taxonomy: list[str] = Field(default_factory=list)

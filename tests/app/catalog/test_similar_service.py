@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from model.checkpoint import load_checkpoint
-from tests.app.catalog.conftest import RATE, ROOT, fetch_music
+from tests.app.catalog.music import RATE, ROOT, fetch_music
 from tests.app.servers import FileServer, Route, ServiceProcess
 
 SETTINGS: dict[str, Any] = {
@@ -138,6 +138,29 @@ def test_tag_returns_the_embedding_only_when_asked(
     plain = httpx.post(f"{service.url}/tag", files={"file": ("a.flac", data)}, timeout=60).json()
     assert plain["embedding"] is None
     assert [t["score"] for t in plain["tags"]] == pytest.approx([t["score"] for t in asked["tags"]])
+
+
+def test_an_embedding_from_tag_searches_the_catalogue_without_a_second_pass(
+    service: ServiceProcess, excerpts: dict[str, Path]
+) -> None:
+    data = excerpts["metal-a"].read_bytes()
+    tagged = httpx.post(
+        f"{service.url}/tag", files={"file": ("a.flac", data)},
+        params={"embedding": "true", "top_k": 50}, timeout=60,
+    ).json()  # fmt: skip
+    scores = {t["tag"]: t["score"] for t in tagged["tags"]}
+    body = {"embedding": tagged["embedding"], "scores": scores, "top": 2, "taxonomy": ["genre"]}
+    found = httpx.post(f"{service.url}/catalog/search", json=body)
+    assert found.status_code == 200, found.text
+    assert [Path(r["file"]).stem for r in found.json()["results"]][:1] == ["metal-a"]
+    short = {**tagged["embedding"], "vector": tagged["embedding"]["vector"][:10]}
+    wrong = httpx.post(f"{service.url}/catalog/search", json={"embedding": short})
+    assert wrong.status_code == 400
+    assert "512 finite numbers" in wrong.json()["detail"]
+    no_scores = {"embedding": tagged["embedding"], "taxonomy": ["genre"]}
+    refused = httpx.post(f"{service.url}/catalog/search", json=no_scores)
+    assert refused.status_code == 400
+    assert "needs the query's scores" in refused.json()["detail"]
 
 
 def test_the_service_reads_while_tagger_index_writes(
