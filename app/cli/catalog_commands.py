@@ -292,7 +292,7 @@ def similar(args: argparse.Namespace) -> int:
     print(f"{'id':>6}  {'similarity':>10}  file  (top tags)")
     for row in rows:
         tags = ", ".join(f"{t['tag']} {t['score']:.2f}" for t in row["top_tags"][:3])
-        print(f"{row['track_id']:>6}  {row['similarity']:>10.4f}  {row['file']}  ({tags})")
+        print(f"{row['track_id']:>6}  {row['similarity']:>10.4f}  {_shown(row['file'])}  ({tags})")
     return EXIT_OK
 
 
@@ -311,3 +311,9 @@ def _embed(args: argparse.Namespace, catalog: Any) -> tuple[Any, Any] | int:
         _say(f"cannot embed {args.query}: {result.error}")
         return EXIT_FAILED
     return result.track_scores.numpy(), result.embedding.numpy()
+
+
+def _shown(path: str) -> str:
+    """A catalogued (absolute) path as people read it: relative when below the current folder."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

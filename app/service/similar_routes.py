@@ -6,15 +6,16 @@ Present in every service; without `TAGGER_CATALOG` they answer 404 `no-catalog`.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from app.catalog.search import Filters
 from app.service.disconnect import cancel_on_disconnect
-from app.service.problems import ProblemError
+from app.service.problems import PROBLEM_JSON, ProblemError
 from app.service.routes import _problems
+from app.service.schemas import ProblemBody
 from app.service.similar import NO_CATALOG, SimilarService
 from app.service.similar_schemas import (
     CatalogInfo,
@@ -50,16 +51,25 @@ Taxonomy = Annotated[
     Query(description="Categories in which results share the query's best tag (repeatable)."),
 ]
 TrackId = Annotated[int, Path(ge=1, description="The track's id in the catalogue.")]
-_SIMILAR_PROBLEMS = {**_problems(400, 413, 415, 422, 429, 503, 504)}
-_SIMILAR_PROBLEMS[404] = {"description": "No catalogue, or an unknown track id."}
-_SIMILAR_PROBLEMS[409] = {"description": "The catalogue was built by another model."}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": ProblemBody, "description": description, "content": {PROBLEM_JSON: {}}}
+
+
+_CATALOG = {
+    400: _problem("Invalid parameters, or a filter naming an unknown tag or category."),
+    404: _problem("No catalogue (TAGGER_CATALOG), or an unknown track id."),
+}
+_SEARCH = {**_CATALOG, 409: _problem("The catalogue was built by another model.")}
+_AUDIO = {**_problems(408, 413, 415, 422, 429, 500, 503, 504), **_SEARCH}
 
 
 @router.post(
     "/similar",
     summary="Catalogued tracks that sound like an uploaded file",
     response_model=SimilarResponse,
-    responses=_SIMILAR_PROBLEMS,
+    responses=_AUDIO,
 )
 async def similar_upload(
     request: Request,
@@ -81,7 +91,7 @@ async def similar_upload(
     "/similar/url",
     summary="Catalogued tracks that sound like the audio file at a URL",
     response_model=SimilarResponse,
-    responses={**_SIMILAR_PROBLEMS, **_problems(502)},
+    responses={**_AUDIO, **_problems(502)},
 )
 async def similar_url(
     request: Request, similar: Similar, body: SimilarURLRequest
@@ -96,18 +106,16 @@ async def similar_url(
     "/catalog/search",
     summary="Catalogued tracks nearest to an embedding",
     response_model=SimilarResponse,
-    responses={
-        400: _SIMILAR_PROBLEMS[400],
-        404: _SIMILAR_PROBLEMS[404],
-        409: _SIMILAR_PROBLEMS[409],
-    },
+    responses=_SEARCH,
 )
 async def catalog_search(similar: Similar, body: VectorSearchRequest) -> SimilarResponse:
     filters = Filters(tuple(body.tag), body.min_score, tuple(body.taxonomy))
     return await similar.similar_to_vector(body.embedding, body.scores, body.top, filters)
 
 
-@router.get("/catalog", summary="What the catalogue holds", response_model=CatalogInfo)
+@router.get(
+    "/catalog", summary="What the catalogue holds", response_model=CatalogInfo, responses=_CATALOG
+)
 async def catalog_info(similar: Similar) -> CatalogInfo:
     return similar.info()
 
@@ -116,7 +124,7 @@ async def catalog_info(similar: Similar) -> CatalogInfo:
     "/catalog/tracks/{track_id}",
     summary="One catalogued track",
     response_model=CatalogTrack,
-    responses={404: {"description": "Unknown track id."}},
+    responses=_CATALOG,
 )
 async def catalog_track(similar: Similar, track_id: TrackId) -> CatalogTrack:
     return similar.track(track_id)
@@ -126,11 +134,7 @@ async def catalog_track(similar: Similar, track_id: TrackId) -> CatalogTrack:
     "/catalog/tracks/{track_id}/similar",
     summary="Catalogued tracks that sound like a catalogued track",
     response_model=SimilarResponse,
-    responses={
-        400: _SIMILAR_PROBLEMS[400],
-        404: _SIMILAR_PROBLEMS[404],
-        409: _SIMILAR_PROBLEMS[409],
-    },
+    responses=_SEARCH,
 )
 async def catalog_similar(
     similar: Similar,
@@ -148,7 +152,10 @@ async def catalog_similar(
     "/catalog/tracks/{track_id}/audio",
     summary="The catalogued file, to play it",
     response_class=FileResponse,
-    responses={404: {"description": "Unknown track id, or the file is not readable."}},
+    responses={
+        **_CATALOG,
+        200: {"content": {"audio/*": {}}, "description": "The file as it is on disk."},
+    },
 )
 async def catalog_audio(similar: Similar, track_id: TrackId) -> FileResponse:
     return FileResponse(similar.audio_path(track_id))
