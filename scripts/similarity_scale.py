@@ -12,8 +12,9 @@ asks it:
 - exact search (numpy matrix-vector product over the float32 matrix), the reference;
 - usearch HNSW (`usearch.index.Index`, inner product, connectivity 16, expansion 128 / 64, f16
   storage) and FAISS HNSW (`IndexHNSWFlat`, M 16, efConstruction 128, efSearch 64), on the first
-  `--graph-n` vectors only: building a graph of a million on 2 shared cores takes most of an
-  hour (about 2 minutes per 50,000 here), which is the reason they were not chosen.
+  `--graph-n` vectors only: their build time grows faster than linearly (13 s for 50,000 at a
+  quiet moment, 323 s for 200,000 at a busy one on this 2-core machine), so a million would not
+  fit "a few minutes", which is the reason they were not chosen (docs/similarity.md).
 
 Build time, size on disk (the saved index), resident memory added by the index, query latency
 p50/p99 and recall@10 against exact search are printed and, with `--out`, written as JSON.

@@ -110,6 +110,9 @@ class CatalogStore:
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30.0)
             if not readonly:
+                tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+                if tables and "meta" not in tables:  # never add tables to someone else's file
+                    raise CatalogError(f"{path}: an SQLite file, but not a catalogue")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(_SCHEMA)
             self._check()

@@ -84,6 +84,11 @@ def test_unusable_files_are_refused_when_opened(tmp_path: Path) -> None:
         db.execute("CREATE TABLE songs (name TEXT)")
     with pytest.raises(CatalogError, match="not a catalogue"):
         CatalogStore(foreign, readonly=True)
+    with pytest.raises(CatalogError, match="not a catalogue"):
+        CatalogStore(foreign, readonly=False)  # and a writer leaves it alone
+    with sqlite3.connect(foreign) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["songs"]
 
 
 def test_a_damaged_catalogue_is_refused(tmp_path: Path) -> None:
