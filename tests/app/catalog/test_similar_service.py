@@ -249,3 +249,18 @@ def test_a_corrupt_catalogue_stops_the_start_up_with_a_clear_message(tmp_path: P
     log = "".join(process.lines)
     assert "broken.db" in log
     assert "not a usable catalogue database" in log
+
+
+@pytest.mark.anyio
+async def test_without_a_catalogue_the_endpoints_say_how_to_get_one(checkpoint: Path) -> None:
+    from tests.app.conftest import running_app, settings_for
+
+    async with running_app(settings_for(checkpoint, warmup=False), ready=False) as (_, client):
+        for response in (
+            await client.get("/catalog"),
+            await client.get("/catalog/tracks/1/similar"),
+            await client.post("/similar", files={"file": ("a.mp3", b"ID3" + b"\0" * 100)}),
+        ):
+            assert response.status_code == 404
+            assert response.json()["type"].endswith(":no-catalog")
+            assert "TAGGER_CATALOG" in response.json()["detail"]
