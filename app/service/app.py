@@ -83,7 +83,7 @@ def create_app(
             except BaseException:
                 await service.aclose()
                 raise
-        service.start()
+        await service.start()
         app.state.service = service
         app.state.similar = similar
         # Unready while draining for shutdown too (see app/service/server.py), not only while

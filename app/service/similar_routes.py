@@ -57,12 +57,18 @@ def _problem(description: str) -> dict[str, Any]:
     return {"model": ProblemBody, "description": description, "content": {PROBLEM_JSON: {}}}
 
 
-_CATALOG = {
+_CATALOG: dict[int | str, dict[str, Any]] = {
     400: _problem("Invalid parameters, or a filter naming an unknown tag or category."),
     404: _problem("No catalogue (TAGGER_CATALOG), or an unknown track id."),
 }
-_SEARCH = {**_CATALOG, 409: _problem("The catalogue was built by another model.")}
-_AUDIO = {**_problems(408, 413, 415, 422, 429, 500, 503, 504), **_SEARCH}
+_SEARCH: dict[int | str, dict[str, Any]] = {
+    **_CATALOG,
+    409: _problem("The catalogue was built by another model."),
+}
+_AUDIO: dict[int | str, dict[str, Any]] = {
+    **_problems(408, 413, 415, 422, 429, 500, 503, 504),
+    **_SEARCH,
+}
 
 
 @router.post(
