@@ -137,7 +137,9 @@ def test_tag_returns_the_embedding_only_when_asked(
     assert [len(s["embedding"]) for s in asked["segments"]] == [512] * asked["windows"]
     plain = httpx.post(f"{service.url}/tag", files={"file": ("a.flac", data)}, timeout=60).json()
     assert plain["embedding"] is None
-    assert [t["score"] for t in plain["tags"]] == pytest.approx([t["score"] for t in asked["tags"]])
+    # The same scores (up to bf16 rounding, which depends on how windows were batched).
+    expected = [t["score"] for t in asked["tags"]]
+    assert [t["score"] for t in plain["tags"]] == pytest.approx(expected, abs=2e-3)
 
 
 def test_an_embedding_from_tag_searches_the_catalogue_without_a_second_pass(
