@@ -8,6 +8,7 @@ List-valued settings take JSON in the environment: `TAGGER_FETCH_ALLOWED_PORTS='
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Literal
 
 import limits
@@ -166,6 +167,13 @@ class Settings(ModelSettings):
         gt=0.0,
         description="Then in-flight requests get this long to finish; requests still queued "
         "after it are answered 503.",
+    )
+
+    # Similarity search (docs/similarity.md).
+    catalog: Path | None = Field(
+        default=None,
+        description="A catalogue built by `tagger index build` (SQLite file), opened read-only "
+        "for POST /similar and GET /catalog/...; checked at start-up.",
     )
 
     # Server and logs.

@@ -55,6 +55,7 @@ from app.service.problems import (
     ProblemError,
 )
 from app.service.schemas import (
+    Embedding,
     ModelInfo,
     Segment,
     TagInfo,
@@ -66,6 +67,7 @@ from app.service.schemas import (
 from app.service.settings import Settings
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.checkpoint import load_checkpoint
+from model.embedding import EmbeddingSpec, embedding_spec, split_rows, track_embedding
 from model.inference import WindowCutter
 from model.runtime import CPU_MAX_CHUNK, Runtime, RuntimeOptions, resolve_device
 
@@ -82,11 +84,13 @@ class TagOptions:
         top_k: How many tags to return, best first.
         threshold: One decision threshold for all tags, or None for the checkpoint's per-tag ones.
         segments: Whether to return every window's scores too.
+        embedding: Whether to return the track's embedding (and each window's, with segments).
     """
 
     top_k: int = 10
     threshold: float | None = None
     segments: bool = False
+    embedding: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         channels_last=settings.channels_last,
         compile=settings.compile,
         max_chunk=settings.max_chunk_windows,
+        # Always computed (pooling costs next to nothing); returned only when asked for.
+        embeddings=True,
     )
 
 
@@ -426,13 +432,20 @@ class TaggingService:
             return ProblemError(NOT_READY, "the service is shutting down", headers=retry)
         return error
 
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The identity of this model's embeddings (model id, kind, dimension)."""
+        return embedding_spec(self.model, self.model_id)
+
     def _describe(
         self,
-        window_scores: Tensor,
+        rows: Tensor,
         decoded: _Decoded,
         options: TagOptions,
         timings: Timings,
     ) -> TagResponse:
+        # The model call returns scores and embedding in one row per window (model.embedding).
+        window_scores, window_embeddings = split_rows(rows, len(self.tags))
         thresholds = decision_thresholds(self.thresholds, options.threshold)
         best = top_tags(track_scores(window_scores), self.tags, thresholds, options.top_k)
         tags = [
@@ -455,6 +468,15 @@ class TaggingService:
                 Segment(start=start, end=end, scores=dict(zip(names, row.tolist(), strict=True)))
                 for (start, end), row in zip(times, window_scores, strict=True)
             ]
+        embedding = None
+        if options.embedding and window_embeddings is not None:
+            spec = self.embedding_spec
+            vector = track_embedding(window_embeddings).tolist()
+            embedding = Embedding(
+                model_id=spec.model_id, kind=spec.kind, dim=spec.dim, vector=vector
+            )
+            for segment, window in zip(segments or [], window_embeddings, strict=False):
+                segment.embedding = window.tolist()
         return TagResponse(
             model_id=self.model_id,
             duration_seconds=decoded.duration_seconds,
@@ -464,6 +486,7 @@ class TaggingService:
             tags=tags,
             segments=segments,
             timings=timings,
+            embedding=embedding,
         )
 
     # ----- descriptions -------------------------------------------------------------------
