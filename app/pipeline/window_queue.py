@@ -6,10 +6,13 @@ and may be spread over several batches. Each piece of a batch is a `Part` (job, 
 count); reporting the parts back with `complete` says when a job's last window has been scored.
 
 Two orders: FIFO (a batch takes windows of as many jobs as it needs, oldest job first; the batch
-tagger) or fair (a batch shares its room equally among the jobs with queued windows, round-robin
-from batch to batch; the service, so a long recording cannot hold the model while short clips
-wait). A job may be streamed: `add` it with its first windows and `open=True`, `extend` it as
-more are decoded, and `close` it after the last; it completes only once closed.
+tagger) or fair (the service): every job with queued windows gets one window of the batch, then
+the rest of the room goes to the jobs that had the fewest windows computed so far ("least
+attained service", which needs no job sizes). So a 30-second clip that arrives while a two-hour
+recording is tagged goes ahead of it, and the recording still advances with every batch.
+
+A job may be streamed: `add` it with its first windows and `open=True`, `extend` it as more
+are decoded, and `close` it after the last; it completes only once closed.
 
 Thread safety: none of its own, so it costs no lock where there is one thread (the batch
 tagger); the service's batcher calls every method with its condition's lock held.
@@ -125,34 +128,37 @@ class WindowQueue(Generic[J]):
         return True
 
     def take(self, limit: int) -> list[Part[J]]:
-        """Up to `limit` windows: oldest job first, or shared among the jobs when fair."""
+        """Up to `limit` windows: oldest job first, or least served first when fair."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        parts: dict[J, Part[J]] = {}
-        room = limit
-        while room and self._waiting:
-            # FIFO gives the head job all the room; fair gives each waiting job an equal share
-            # and sends it to the back of the line, so the next batch starts with the others.
-            share = max(1, room // len(self._waiting)) if self.fair else room
-            for _ in range(len(self._waiting)):
+        if self.fair:
+            # Least served first (stable: among equals, the oldest); one window each first.
+            order = sorted(self._waiting, key=lambda job: self._progress[job].taken)
+            counts = dict.fromkeys(order[:limit], 1)
+            room = limit - len(counts)
+            for job in order:
                 if not room:
                     break
-                job = self._waiting.popleft()
-                progress = self._progress[job]
-                count = min(share, room, progress.available)
-                earlier = parts.get(job)
-                first = progress.taken if earlier is None else earlier.first
-                parts[job] = Part(job, first, count + (0 if earlier is None else earlier.count))
-                progress.taken += count
-                room -= count
-                if progress.available:
-                    if self.fair:
-                        self._waiting.append(job)
-                    else:
-                        self._waiting.appendleft(job)
-                        break
+                more = min(room, self._progress[job].available - counts.get(job, 0))
+                if more > 0:
+                    counts[job] = counts.get(job, 0) + more
+                    room -= more
+        else:
+            counts, room = {}, limit
+            for job in self._waiting:
+                if not room:
+                    break
+                counts[job] = min(room, self._progress[job].available)
+                room -= counts[job]
+        parts = []
+        for job, count in counts.items():
+            progress = self._progress[job]
+            parts.append(Part(job, progress.taken, count))
+            progress.taken += count
+            if not progress.available:
+                self._waiting.remove(job)
         self._queued -= limit - room
-        return list(parts.values())
+        return parts
 
     def complete(self, part: Part[J]) -> bool:
         """Count a part's windows as scored; True when that was the job's last window (the job

@@ -97,10 +97,13 @@ async def tag_upload(
     explain_method: Annotated[
         Literal["gradient", "attention"] | None, Query(description="Default: gradient.")
     ] = None,
+    embedding: Annotated[
+        bool, Query(description="Also return the track's embedding (and each window's).")
+    ] = False,
 ) -> TagResponse:
     started = time.monotonic()
     data = await file.read()
-    options = TagOptions(top_k=top_k, threshold=threshold, segments=segments)
+    options = TagOptions(top_k=top_k, threshold=threshold, segments=segments, embedding=embedding)
     if explain or explain_tags:
         explaining = ExplainOptions(tuple(explain_tags or ()), explain_method)
         work = service.tag_and_explain(data, options, explaining, started=started)
@@ -116,7 +119,12 @@ async def tag_upload(
 )
 async def tag_url(request: Request, service: Service, body: TagURLRequest) -> TagResponse:
     started = time.monotonic()
-    options = TagOptions(top_k=body.top_k, threshold=body.threshold, segments=body.segments)
+    options = TagOptions(
+        top_k=body.top_k,
+        threshold=body.threshold,
+        segments=body.segments,
+        embedding=body.embedding,
+    )
     if body.explain or body.explain_tags:
         explaining = ExplainOptions(tuple(body.explain_tags), body.explain_method)
         work = service.tag_url_and_explain(body.url, options, explaining, started=started)

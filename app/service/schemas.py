@@ -30,6 +30,18 @@ class Segment(BaseModel):
         description="Every tag's probability in this window, keyed by tag name.",
         examples=[{"guitar": 0.91, "rock": 0.62}],
     )
+    embedding: list[float] | None = Field(
+        default=None, description="This window's embedding, only when embedding=true."
+    )
+
+
+class Embedding(BaseModel):
+    """A track's L2-normalised embedding; comparable only with the same model's (model_id)."""
+
+    model_id: str = Field(description="The model that computed it.")
+    kind: str = Field(description="What is pooled, e.g. backbone-mean-max (docs/similarity.md).")
+    dim: int = Field(description="Length of the vector.", examples=[512])
+    vector: list[float] = Field(description="Unit length: cosine similarity is the dot product.")
 
 
 class Timings(BaseModel):
@@ -95,6 +107,9 @@ class TagResponse(BaseModel):
     explanations: Explanations | None = Field(
         default=None, description="Evidence maps, only when explain=true."
     )
+    embedding: Embedding | None = Field(
+        default=None, description="The track's embedding, only when embedding=true."
+    )
 
 
 class TagURLRequest(BaseModel):
@@ -121,6 +136,9 @@ class TagURLRequest(BaseModel):
     )
     explain_method: Literal["gradient", "attention"] | None = Field(
         default=None, description="Evidence method (default: gradient)."
+    )
+    embedding: bool = Field(
+        default=False, description="Also return the track's embedding (and each window's)."
     )
 
 

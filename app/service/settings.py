@@ -8,6 +8,7 @@ List-valued settings take JSON in the environment: `TAGGER_FETCH_ALLOWED_PORTS='
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Literal
 
 import limits
@@ -39,7 +40,14 @@ class Settings(ModelSettings):
         "0 means 8 on CPU, max_batch_windows on CUDA.",
     )
     # Dynamic batching; the unit is one analysis window, not one request.
-    max_batch_windows: int = Field(default=64, ge=1, le=4096)
+    max_batch_windows: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Largest batch of windows; batches also stop at the largest model call "
+        "(max_chunk_windows), since a bigger one runs as several calls that all its requests "
+        "wait for.",
+    )
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     max_queued_windows: int = Field(
         default=1024,
@@ -180,6 +188,13 @@ class Settings(ModelSettings):
         ge=8,
         le=4096,
         description="Time columns of an evidence map at most; longer tracks average steps.",
+    )
+
+    # Similarity search (docs/similarity.md).
+    catalog: Path | None = Field(
+        default=None,
+        description="A catalogue built by `tagger index build` (SQLite file), opened read-only "
+        "for POST /similar and GET /catalog/...; checked at start-up.",
     )
 
     # Server and logs.

@@ -58,6 +58,7 @@ from app.service.problems import (
     ProblemError,
 )
 from app.service.schemas import (
+    Embedding,
     ModelInfo,
     Segment,
     TagInfo,
@@ -69,6 +70,7 @@ from app.service.schemas import (
 from app.service.settings import Settings
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.checkpoint import load_checkpoint
+from model.embedding import EmbeddingSpec, embedding_spec, split_rows, track_embedding
 from model.inference import WindowCutter
 from model.runtime import CPU_MAX_CHUNK, Runtime, RuntimeOptions, resolve_device
 
@@ -85,11 +87,13 @@ class TagOptions:
         top_k: How many tags to return, best first.
         threshold: One decision threshold for all tags, or None for the checkpoint's per-tag ones.
         segments: Whether to return every window's scores too.
+        embedding: Whether to return the track's embedding (and each window's, with segments).
     """
 
     top_k: int = 10
     threshold: float | None = None
     segments: bool = False
+    embedding: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         channels_last=settings.channels_last,
         compile=settings.compile,
         max_chunk=settings.max_chunk_windows,
+        # Always computed (pooling costs next to nothing); returned only when asked for.
+        embeddings=True,
     )
 
 
@@ -167,7 +173,9 @@ class TaggingService:
         self._batcher = Batcher(
             wrap_infer(infer) if wrap_infer else infer,
             window_samples=self.model.audio.window_samples,
-            max_batch_windows=settings.max_batch_windows,
+            # A batch larger than the largest model call would only run as several calls, and
+            # every request in it would wait for the last: batches stop at one call.
+            max_batch_windows=self._largest_call(settings),
             warm_up=self._warm_up,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queued_windows=settings.max_queued_windows,
@@ -198,13 +206,15 @@ class TaggingService:
             metrics.gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated(device)))
         self._publish_model_info()
 
-    def _request_share(self, settings: Settings) -> int:
-        if settings.max_request_queued_windows:
-            return settings.max_request_queued_windows
-        largest_call = settings.max_chunk_windows or (
+    def _largest_call(self, settings: Settings) -> int:
+        """Windows per model call at most (the runtime cuts batches into such chunks)."""
+        largest = settings.max_chunk_windows or (
             CPU_MAX_CHUNK if self.device.type == "cpu" else settings.max_batch_windows
         )
-        return min(largest_call, settings.max_batch_windows)
+        return min(largest, settings.max_batch_windows)
+
+    def _request_share(self, settings: Settings) -> int:
+        return settings.max_request_queued_windows or self._largest_call(settings)
 
     def _warm_up(self) -> None:
         """Runs on the batcher's thread before it reports ready."""
@@ -427,13 +437,20 @@ class TaggingService:
             return ProblemError(NOT_READY, "the service is shutting down", headers=retry)
         return error
 
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The identity of this model's embeddings (model id, kind, dimension)."""
+        return embedding_spec(self.model, self.model_id)
+
     def _describe(
         self,
-        window_scores: Tensor,
+        rows: Tensor,
         decoded: _Decoded,
         options: TagOptions,
         timings: Timings,
     ) -> TagResponse:
+        # The model call returns scores and embedding in one row per window (model.embedding).
+        window_scores, window_embeddings = split_rows(rows, len(self.tags))
         thresholds = decision_thresholds(self.thresholds, options.threshold)
         best = top_tags(track_scores(window_scores), self.tags, thresholds, options.top_k)
         tags = [
@@ -456,6 +473,15 @@ class TaggingService:
                 Segment(start=start, end=end, scores=dict(zip(names, row.tolist(), strict=True)))
                 for (start, end), row in zip(times, window_scores, strict=True)
             ]
+        embedding = None
+        if options.embedding and window_embeddings is not None:
+            spec = self.embedding_spec
+            vector = track_embedding(window_embeddings).tolist()
+            embedding = Embedding(
+                model_id=spec.model_id, kind=spec.kind, dim=spec.dim, vector=vector
+            )
+            for segment, window in zip(segments or [], window_embeddings, strict=False):
+                segment.embedding = window.tolist()
         return TagResponse(
             model_id=self.model_id,
             duration_seconds=decoded.duration_seconds,
@@ -465,6 +491,7 @@ class TaggingService:
             tags=tags,
             segments=segments,
             timings=timings,
+            embedding=embedding,
         )
 
     # ----- evidence maps (app/service/explaining.py) ---------------------------------------
