@@ -23,7 +23,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from app.pipeline.describe import best_indices, format_name
-from app.pipeline.records import DIGITS, Describer, FileResult
+from app.pipeline.records import DIGITS as DIGITS  # re-exported: moved there from here
+from app.pipeline.records import Describer as Describer
+from app.pipeline.records import FileResult as FileResult
 
 Format = Literal["table", "json", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("table", "json", "jsonl", "csv")
