@@ -129,8 +129,10 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
     _say(
         f"{report.audio_seconds / 3600:.3f} h of audio in {report.wall_seconds:.1f} s wall time "
         f"= {report.audio_hours_per_hour:.1f} audio hours per hour"
-        + (f", on {nodes_used(report.stats)} Ray node(s)" if report.stats else "")
     )
+    if report.stats:
+        stages = ", ".join(f"{name} {nodes}" for name, nodes in stage_nodes(report.stats))
+        _say(f"Ray nodes per stage: {stages}")
     return EXIT_FAILED_FILES if report.failed else EXIT_OK
 
 
@@ -141,6 +143,7 @@ def _start_ray(ray: Any, address: str | None) -> None:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
 
 
-def nodes_used(stats: str) -> int:
-    """The most nodes any stage of a finished dataset ran on, from Ray Data's stats text."""
-    return max((int(n) for n in re.findall(r"; (\d+) nodes used", stats)), default=0)
+def stage_nodes(stats: str) -> list[tuple[str, int]]:
+    """(stage, nodes its tasks ran on) from a finished dataset's stats text (`Dataset.stats`)."""
+    found = re.findall(r"^Operator \d+ (\S+?):.*?; (\d+) nodes used", stats, re.M | re.S)
+    return [(name, int(nodes)) for name, nodes in found]

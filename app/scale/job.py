@@ -134,6 +134,7 @@ def build_dataset(options: JobOptions, paths: list[str]) -> ray.data.Dataset:
         batch_size=options.files_per_batch,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=options.actors),
+        scheduling_strategy="SPREAD",  # one model per node before two on one
         **compute,
     )
 
