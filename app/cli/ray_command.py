@@ -140,7 +140,8 @@ def _start_ray(ray: Any, address: str | None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        # "local": a new Ray on this machine, never a cluster some earlier `ray start` left.
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
 
 
 def stage_nodes(stats: str) -> list[tuple[str, int]]:

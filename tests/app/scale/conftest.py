@@ -62,7 +62,9 @@ def _alive(pid: int) -> bool:
 def local_ray() -> Iterator[str]:
     """A local Ray cluster for the module; yields its address for other processes."""
     ray = require_ray()
-    ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False)
+    ray.init(
+        address="local", num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False
+    )
     node = ray._private.worker._global_node
     try:
         yield str(node.address)

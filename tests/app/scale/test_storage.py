@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.cli.main import main
+from app.cli.ray_command import stage_nodes
 from tests.app.scale.conftest import require_ray
 
 require_ray()
@@ -85,3 +86,17 @@ def test_the_cli_refuses_bad_ray_options_before_starting_ray(
 ) -> None:
     assert main(["tag", *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_summary_reads_the_nodes_of_each_stage_from_rays_stats() -> None:
+    stats = (
+        "Operator 1 ReadBinary->Map(decode_file): 4 tasks executed, 4 blocks produced in 1s\n"
+        "* Remote wall time: 27.7ms min, 71.52ms max, 54.34ms mean, 217.35ms total\n"
+        "* Tasks per node: 1 min, 3 max, 2 mean; 2 nodes used\n"
+        "Operator 2 MapBatches(TrackScorer): 2 tasks executed, 2 blocks produced in 0.67s\n"
+        "* Tasks per node: 2 min, 2 max, 2 mean; 1 nodes used\n"
+    )
+    assert stage_nodes(stats) == [
+        ("ReadBinary->Map(decode_file)", 2),
+        ("MapBatches(TrackScorer)", 1),
+    ]
