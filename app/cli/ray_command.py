@@ -72,6 +72,7 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
 
         from app.scale.job import JobOptions, run_job
         from app.scale.storage import StorageError, locate
+        from model.checkpoint import CheckpointError, read_metadata
     except ImportError as error:
         _say(f"--engine ray needs the scale extra: pip install '.[scale]' ({error})")
         return EXIT_CANNOT_START
@@ -80,7 +81,8 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
     options = TagRunOptions.from_args(args, settings)
     try:
         source, dest = locate(options.paths[0]), locate(str(args.output))
-    except StorageError as error:
+        read_metadata(options.checkpoint)  # before Ray starts: a file that is no checkpoint
+    except (StorageError, CheckpointError) as error:
         _say(str(error))
         return EXIT_CANNOT_START
     cluster: Any = ray  # ray's cluster calls are untyped
@@ -88,6 +90,9 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
     try:
         gpus = cluster.cluster_resources().get("GPU", 0) if options.device != "cpu" else 0
         nodes = sum(1 for node in cluster.nodes() if node.get("Alive"))
+        if options.device.startswith("cuda") and not gpus:
+            _say(f"--device {options.device}, but the Ray cluster has no GPU; use --device auto")
+            return EXIT_CANNOT_START
         job = JobOptions(
             source=source,
             dest=dest,
@@ -110,12 +115,16 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
             progress=options.progress is not False,
         )
         report = run_job(job, say=_say)
-    except (StorageError, OSError) as error:
+    except (StorageError, CheckpointError, OSError) as error:
         _say(str(error))
         return EXIT_CANNOT_START
     except KeyboardInterrupt:
         _say("interrupted: files already written stay in DEST; run again to continue")
         return EXIT_INTERRUPTED
+    except Exception as error:  # Ray's own failures (a lost node, an actor that cannot start)
+        _say(f"the Ray job failed: {type(error).__name__}: {str(error)[:2000]}")
+        _say("files already written stay in DEST; run again to continue")
+        return EXIT_CANNOT_START
     finally:
         cluster.shutdown()
     for file, why in report.failed:

@@ -88,6 +88,16 @@ def test_the_cli_refuses_bad_ray_options_before_starting_ray(
     assert message in capsys.readouterr().err
 
 
+def test_a_file_that_is_not_a_checkpoint_stops_the_command_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "model.safetensors").write_text("not a checkpoint")
+    arguments = ["--engine", "ray", str(tmp_path), "-o", str(tmp_path / "out")]
+    assert main(["tag", *arguments, "--checkpoint", str(tmp_path / "model.safetensors")]) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_summary_reads_the_nodes_of_each_stage_from_rays_stats() -> None:
     stats = (
         "Operator 1 ReadBinary->Map(decode_file): 4 tasks executed, 4 blocks produced in 1s\n"
