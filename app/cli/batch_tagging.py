@@ -10,7 +10,9 @@ in input order whatever order the work finished in.
 
 A file that cannot be read or decoded becomes a `FileResult` with an `error`, and the run goes
 on. The model is one call, `InferFn` (windows in, probabilities out): `tagger tag` passes a
-`model.runtime.Runtime`, prepared as the service prepares it.
+`model.runtime.Runtime`, prepared as the service prepares it. With `n_tags` given, the call's
+rows may carry each window's embedding after its scores (`model.embedding`); results then hold
+the track's and the windows' embeddings too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from app.pipeline.defaults import InferFn
 from app.pipeline.describe import track_scores, window_times
 from app.pipeline.records import FileResult
 from app.pipeline.window_queue import Part, WindowQueue
+from model.embedding import split_rows, track_embedding
 from model.inference import split_windows
 
 __all__ = ["AUDIO_SUFFIXES", "BatchTagger", "FileList", "FileResult", "InferFn", "collect_files"]
@@ -132,6 +135,8 @@ class BatchTagger:
         batch_windows: Windows per forward pass (the last batch of a run may be smaller).
         decode_workers: Threads decoding ahead of the model.
         max_seconds: Files longer than this fail instead of being tagged; None for no limit.
+        n_tags: The vocabulary size, when the model call's rows may hold embeddings after the
+            scores; None when they are scores only.
     """
 
     def __init__(
@@ -143,6 +148,7 @@ class BatchTagger:
         batch_windows: int = 8,
         decode_workers: int = 1,
         max_seconds: float | None = None,
+        n_tags: int | None = None,
     ) -> None:
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be at least 1, got {batch_windows}")
@@ -154,6 +160,7 @@ class BatchTagger:
         self.batch_windows = batch_windows
         self.decode_workers = decode_workers
         self.max_seconds = max_seconds
+        self.n_tags = n_tags
         # Where the model thread's time went, for tuning --decode-workers and --batch-windows.
         self.compute_seconds = 0.0
         self.decode_wait_seconds = 0.0
@@ -176,13 +183,18 @@ class BatchTagger:
     def _result(self, job: _Decoded) -> FileResult:
         if job.error is not None or job.scores is None:
             return FileResult(path=job.path, error=job.error or "the file was not scored")
+        scores, embeddings = job.scores, None
+        if self.n_tags is not None:
+            scores, embeddings = split_rows(job.scores, self.n_tags)
         return FileResult(
             path=job.path,
             duration_seconds=job.n_samples / self.sample_rate,
             container=job.container,
-            track_scores=track_scores(job.scores),
-            window_scores=job.scores,
+            track_scores=track_scores(scores),
+            window_scores=scores,
             window_times=window_times(job.n_samples, self.window_samples, self.sample_rate),
+            embedding=None if embeddings is None else track_embedding(embeddings),
+            window_embeddings=embeddings,
         )
 
     def tag(self, files: Sequence[str]) -> Iterator[FileResult]:

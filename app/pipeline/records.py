@@ -3,7 +3,8 @@
 `tagger tag` (`app.cli`) and the Ray Data engine (`app.scale`) both turn a `FileResult` into
 the same JSON object with `Describer.record`: the service's field names (`tag`, `score`,
 `category`, `synonym_group`, `threshold`, `passes_threshold`; segments with `start`, `end`,
-`scores`), plus `file`, `model_id`, and `error` for a file that could not be tagged.
+`scores`; `embedding` when asked for), plus `file`, `model_id`, and `error` for a file that
+could not be tagged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor
 from app.pipeline.describe import format_name, top_tags
 from model.tags import Tag
 
-__all__ = ["DIGITS", "Describer", "FileResult"]
+__all__ = ["DIGITS", "EMBEDDING_DIGITS", "Describer", "FileResult", "rounded"]
 
 DIGITS = 5  # scores are rounded: more digits than the model's own precision only cost bytes
 
@@ -33,6 +34,8 @@ class FileResult:
         track_scores: (n_tags,) mean of the window probabilities.
         window_scores: (windows, n_tags) probabilities.
         window_times: (start, end) seconds of each window.
+        embedding: (D,) the track's L2-normalised embedding, when the model call returned one.
+        window_embeddings: (windows, D) each window's embedding, likewise.
     """
 
     path: str
@@ -42,6 +45,8 @@ class FileResult:
     track_scores: Tensor | None = None
     window_scores: Tensor | None = None
     window_times: list[tuple[float, float]] = field(default_factory=list)
+    embedding: Tensor | None = None
+    window_embeddings: Tensor | None = None
 
     @property
     def ok(self) -> bool:
@@ -59,6 +64,8 @@ class Describer:
         top_k: Tags per file (and per window in segments), best first.
         segments: Whether records carry every window's scores.
         window_seconds: Length of one analysis window.
+        embedding: The embedding's kind (e.g. "backbone-mean-max") when records carry the
+            track's embedding (and each segment's), else None.
     """
 
     model_id: str
@@ -67,6 +74,7 @@ class Describer:
     top_k: int
     segments: bool
     window_seconds: float
+    embedding: str | None = None
 
     @property
     def tag_names(self) -> list[str]:
@@ -98,6 +106,12 @@ class Describer:
             "format": format_name(result.container),
             "tags": self.top_tags(result.track_scores),
         }
+        if self.embedding is not None and result.embedding is not None:
+            record["embedding"] = {
+                "kind": self.embedding,
+                "dim": int(result.embedding.shape[0]),
+                "vector": rounded(result.embedding),
+            }
         if self.segments:
             names = self.tag_names
             record["segments"] = [
@@ -110,4 +124,16 @@ class Describer:
                 }
                 for (start, end), row in zip(result.window_times, result.window_scores, strict=True)
             ]
+            if self.embedding is not None and result.window_embeddings is not None:
+                for segment, vector in zip(
+                    record["segments"], result.window_embeddings, strict=True
+                ):
+                    segment["embedding"] = rounded(vector)
         return record
+
+
+EMBEDDING_DIGITS = 6
+
+
+def rounded(vector: Tensor) -> list[float]:
+    return [round(value, EMBEDDING_DIGITS) for value in vector.tolist()]
