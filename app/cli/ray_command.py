@@ -113,6 +113,7 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
             threads=options.threads,
             decode_workers=args.decode_workers,
             progress=options.progress is not False,
+            embedding=options.embedding,
         )
         report = run_job(job, say=_say)
     except (StorageError, CheckpointError, OSError) as error:

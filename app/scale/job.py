@@ -74,6 +74,7 @@ class JobOptions:
     decode_workers: int | None = None
     files_per_batch: int = 4
     progress: bool = True
+    embedding: bool = False
 
 
 @dataclass
@@ -111,6 +112,7 @@ def build_dataset(options: JobOptions, paths: list[str]) -> ray.data.Dataset:
         threshold=options.threshold,
         segments=options.segments,
         output=options.format,
+        embedding=options.embedding,
     )
     files = ray.data.read_binary_files(
         paths,

@@ -14,9 +14,8 @@
 - The sinks: Parquet (`parquet_table`, typed by `PARQUET_SCHEMA`) or JSON Lines
   (`JsonLinesDatasink`, one `tagger tag --format jsonl` line per file).
 
-Embeddings (the similarity issue) are not on this branch: once `FileResult` and
-`Describer.record` carry them, the JSON Lines output has them with no change here, and Parquet
-needs one more field in `PARQUET_SCHEMA` (marked below).
+Embeddings come from the same forward pass as the scores (`Runtime(embeddings=True)`, as
+`tagger tag` runs it); `--embedding` decides whether records carry them.
 """
 
 from __future__ import annotations
@@ -38,12 +37,21 @@ from app.pipeline.audio_input import decode_content, failure_message
 from app.pipeline.describe import track_scores, window_times
 from app.pipeline.records import DIGITS, Describer, FileResult
 from model.checkpoint import load_checkpoint
+from model.embedding import split_rows, track_embedding
 from model.inference import split_windows
 from model.runtime import CompileMode, Precision, Runtime, RuntimeOptions, resolve_device
 from model.tags import Tag
 
 _SEGMENT = pa.struct(
-    [("start", pa.float64()), ("end", pa.float64()), ("scores", pa.map_(pa.string(), pa.float64()))]
+    [
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("scores", pa.map_(pa.string(), pa.float64())),
+        ("embedding", pa.list_(pa.float64())),
+    ]
+)
+_EMBEDDING = pa.struct(
+    [("kind", pa.string()), ("dim", pa.int64()), ("vector", pa.list_(pa.float64()))]
 )
 _TAG = pa.struct(
     [
@@ -67,7 +75,7 @@ PARQUET_SCHEMA = pa.schema(
         ("tags", pa.list_(_TAG)),
         ("scores", pa.map_(pa.string(), pa.float64())),
         ("segments", pa.list_(_SEGMENT)),
-        # The similarity issue's embedding goes here, e.g. ("embedding", pa.list_(pa.float32())).
+        ("embedding", _EMBEDDING),  # with --embedding, as in tagger tag's records
     ]
 )
 """One row per file; `error` is null for a tagged file, the other fields null for a failed one."""
@@ -118,7 +126,7 @@ class ScorerConfig:
         precision, channels_last, compile: as `tagger tag`'s options (`RuntimeOptions`).
         batch_windows: Largest model call (the Runtime's chunk cap).
         threads: Torch threads per actor (CPU actors).
-        top_k, threshold, segments: as `tagger tag`'s options.
+        top_k, threshold, segments, embedding: as `tagger tag`'s options.
         output: "parquet" (rows of `PARQUET_SCHEMA`) or "jsonl" (one `record` string per row).
     """
 
@@ -134,6 +142,7 @@ class ScorerConfig:
     threshold: float | None
     segments: bool
     output: str
+    embedding: bool = False
 
 
 class TrackScorer:
@@ -155,7 +164,10 @@ class TrackScorer:
         if checkpoint.model_id != config.model_id:
             raise RuntimeError(f"actor loaded {checkpoint.model_id}, expected {config.model_id}")
         metadata = checkpoint.metadata
-        options = RuntimeOptions(config.precision, config.channels_last, config.compile)
+        # Embeddings always come with the scores, as in `tagger tag` (the same computation).
+        options = RuntimeOptions(
+            config.precision, config.channels_last, config.compile, embeddings=True
+        )
         self.runtime = Runtime(checkpoint.model, device, options, max_batch=config.batch_windows)
         if config.compile != "off":
             self.runtime.warm_up()
@@ -173,6 +185,7 @@ class TrackScorer:
             top_k=config.top_k,
             segments=config.segments,
             window_seconds=audio.window_seconds,
+            embedding=checkpoint.model.embedding_kind if config.embedding else None,
         )
         self.output = config.output
 
@@ -189,11 +202,13 @@ class TrackScorer:
             if errors[i] is None
         ]
         scores: torch.Tensor | None = None
+        embeddings: torch.Tensor | None = None
         if stacks:
             try:
                 # One call for all windows of the batch's files; the Runtime cuts it into its
-                # fixed chunk shapes. (Embeddings of the similarity issue would come from here.)
-                scores = self.runtime(torch.from_numpy(np.concatenate(stacks)))
+                # fixed chunk shapes.
+                rows = self.runtime(torch.from_numpy(np.concatenate(stacks)))
+                scores, embeddings = split_rows(rows, len(self.tags))
             except Exception as error:  # every file of this batch fails, the job goes on
                 message = f"the model failed on a batch holding this file: {error!r}"
                 errors = [message if e is None else e for e in errors]
@@ -204,6 +219,7 @@ class TrackScorer:
                 results.append(FileResult(path=file, error=errors[i]))
                 continue
             window_scores = scores[offset : offset + counts[i]]
+            windows = None if embeddings is None else embeddings[offset : offset + counts[i]]
             offset += counts[i]
             n_samples = int(batch["n_samples"][i])
             results.append(
@@ -214,6 +230,8 @@ class TrackScorer:
                     track_scores=track_scores(window_scores),
                     window_scores=window_scores,
                     window_times=window_times(n_samples, self.window_samples, self.sample_rate),
+                    embedding=None if windows is None else track_embedding(windows),
+                    window_embeddings=windows,
                 )
             )
         records = [self.record(result) for result in results]

@@ -54,10 +54,12 @@ def _options(source: Path, dest: str, fmt: Any = "parquet", **overrides: Any) ->
 
 @pytest.fixture(scope="module")
 def local_scores(songs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`tagger tag`'s CSV (every tag's score) and JSON Lines of the same folder."""
+    """`tagger tag`'s CSV (every tag's score) and JSON Lines (with embeddings and segments) of
+    the same folder."""
     out = tmp_path_factory.mktemp("local")
     assert main(["tag", str(songs), "-f", "csv", "-o", str(out / "a.csv"), *COMMON]) == 1
-    assert main(["tag", str(songs), "-f", "jsonl", "-o", str(out / "a.jsonl"), *COMMON]) == 1
+    jsonl = ["-f", "jsonl", "-o", str(out / "a.jsonl"), "--embedding", "--segments"]
+    assert main(["tag", str(songs), *jsonl, *COMMON]) == 1
     with (out / "a.csv").open(newline="") as handle:
         rows = {Path(r["file"]).name: r for r in csv.DictReader(handle)}
     lines = [json.loads(line) for line in (out / "a.jsonl").read_text().splitlines()]
@@ -134,7 +136,8 @@ def test_json_lines_records_are_tagger_tags_records(
     local_ray: str, songs: Path, tmp_path: Path, local_scores: dict[str, Any]
 ) -> None:
     dest = tmp_path / "jsonl"
-    report = run_job(_options(songs, str(dest), "jsonl", segments=True), say=lambda _: None)
+    options = _options(songs, str(dest), "jsonl", segments=True, embedding=True)
+    report = run_job(options, say=lambda _: None)
     assert (report.tagged, len(report.failed)) == (4, 1)
     records = [json.loads(line) for path in sorted(dest.glob("*.jsonl")) for line in path.open()]
     by_name = {Path(r["file"]).name: r for r in records}
@@ -142,8 +145,13 @@ def test_json_lines_records_are_tagger_tags_records(
     for name in NAMES:
         local = local_scores["jsonl"][name]
         record = by_name[name]
-        assert set(record) == {*local, "segments", "scores"}
+        assert set(record) == {*local, "scores"}
         assert len(record["segments"]) == local["windows"]
+        assert record["embedding"]["kind"] == local["embedding"]["kind"]
+        assert record["embedding"]["dim"] == local["embedding"]["dim"] == 512
+        vectors = zip(record["embedding"]["vector"], local["embedding"]["vector"], strict=True)
+        assert max(abs(a - b) for a, b in vectors) <= 1e-4
+        assert set(record["segments"][0]) == set(local["segments"][0])
         for ours, theirs in zip(record["tags"], local["tags"], strict=True):
             assert ours["tag"] == theirs["tag"]
             assert abs(ours["score"] - theirs["score"]) <= 1e-4
