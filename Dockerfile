@@ -2,6 +2,8 @@
 #
 #   DOCKER_BUILDKIT=1 docker build -t music-tagger .
 #   DOCKER_BUILDKIT=1 docker build --build-arg TORCH_FLAVOUR=cu126 -t music-tagger:cu126 .
+#   DOCKER_BUILDKIT=1 docker build --build-arg 'TAGGER_EXTRAS=[scale]' -t music-tagger:scale .
+#     (with Ray Data, for `tagger tag --engine ray` and the KubeRay job in deploy/kuberay/)
 #
 # No CUDA base image: torch's wheels carry their CUDA runtime, so a GPU host needs only the NVIDIA
 # driver and the NVIDIA container toolkit. docs/deployment.md says which TORCH_FLAVOUR fits which
@@ -27,6 +29,8 @@ COPY training ./training
 # own index, built for CUDA 12.6 (drivers from 525, Maxwell to Hopper GPUs) or for CPU only (a
 # much smaller image). Every other dependency and every version still comes from pyproject.toml.
 ARG TORCH_FLAVOUR=cu130
+# Optional extras of pyproject.toml, e.g. "[scale]" (Ray Data); none for the service.
+ARG TAGGER_EXTRAS=""
 # The cacert secret is the CA bundle of a TLS-intercepting proxy, when the build runs behind one.
 RUN --mount=type=secret,id=cacert,required=false \
     set -eu; \
@@ -41,6 +45,7 @@ RUN --mount=type=secret,id=cacert,required=false \
       /venv/bin/pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/$TORCH_FLAVOUR" -r torch-pins.txt; \
     fi; \
     /venv/bin/pip install --no-cache-dir .; \
+    if [ -n "$TAGGER_EXTRAS" ]; then /venv/bin/pip install --no-cache-dir ".$TAGGER_EXTRAS"; fi; \
     /venv/bin/pip check; \
     /venv/bin/python -c "import torchaudio.transforms, app.service.app"
 

@@ -14,7 +14,7 @@ $(PY):
 # tinysoundfont declares pyaudio (live playback, which we never use), and pyaudio has no Linux
 # wheel: install the synth without its dependencies.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[dev,train]'
+	$(PIP) install --quiet -e '.[dev,train,scale]'
 	$(PIP) install --quiet --no-deps tinysoundfont==0.3.7
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

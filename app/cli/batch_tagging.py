@@ -22,59 +22,21 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from app.pipeline.audio_input import AUDIO_SUFFIXES, failure_message, read_and_decode
 from app.pipeline.defaults import InferFn
 from app.pipeline.describe import track_scores, window_times
+from app.pipeline.records import FileResult
 from app.pipeline.window_queue import Part, WindowQueue
-from model.audio.decode import AudioDecodeError, decode_audio
-from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.embedding import split_rows, track_embedding
 from model.inference import split_windows
 
 __all__ = ["AUDIO_SUFFIXES", "BatchTagger", "FileList", "FileResult", "InferFn", "collect_files"]
-
-# Folder walks pick files by name, as people name audio; the content still decides (see
-# `_read_and_decode`), so a misnamed file fails with a reason instead of being guessed at.
-AUDIO_SUFFIXES = frozenset(
-    {".mp3", ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac"}
-    | {".webm", ".mka"}
-)
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What tagging one file produced.
-
-    Attributes:
-        path: The file as named on the command line or found in a folder.
-        error: Why the file was not tagged, or None.
-        duration_seconds: Length of the decoded audio.
-        container: The container the decoder recognised (FFmpeg's name, e.g. "ogg").
-        track_scores: (n_tags,) mean of the window probabilities.
-        window_scores: (windows, n_tags) probabilities.
-        window_times: (start, end) seconds of each window.
-        embedding: (D,) the track's L2-normalised embedding, when the model call returned one.
-        window_embeddings: (windows, D) each window's embedding, likewise.
-    """
-
-    path: str
-    error: str | None = None
-    duration_seconds: float = 0.0
-    container: str = ""
-    track_scores: Tensor | None = None
-    window_scores: Tensor | None = None
-    window_times: list[tuple[float, float]] = field(default_factory=list)
-    embedding: Tensor | None = None
-    window_embeddings: Tensor | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -163,28 +125,6 @@ class _Decoded:
     error: str | None = None
 
 
-def _read_and_decode(path: str, sample_rate: int, max_seconds: float | None) -> tuple[Tensor, str]:
-    """(samples, container) of one file; raises AudioDecodeError with a reason in plain words."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(SNIFF_BYTES)
-    except OSError as error:
-        raise AudioDecodeError(f"cannot read the file: {error.strerror or error}") from error
-    if not head:
-        raise AudioDecodeError("the file is empty")
-    # The service's rule: FFmpeg demuxes much more than audio (playlists that fetch URLs or read
-    # other local files among them), so only content that starts like audio reaches it.
-    if sniff_audio(head) is None:
-        raise AudioDecodeError(
-            f"not audio in a supported format ({SUPPORTED_FORMATS}); the format is recognised "
-            "from the content, not from the file name"
-        )
-    # Absolute, because FFmpeg reads "name:rest" as protocol and address: a file in the current
-    # folder called "http:x.mp3" or "concat:a|b" must still be read as that file.
-    decoded = decode_audio(os.path.abspath(path), sample_rate=sample_rate, max_seconds=max_seconds)
-    return torch.from_numpy(decoded.samples), decoded.container
-
-
 class BatchTagger:
     """Tags files with windows from several files per batch; see the module docstring.
 
@@ -228,12 +168,9 @@ class BatchTagger:
 
     def _decode(self, index: int, path: str) -> _Decoded | FileResult:
         try:
-            samples, container = _read_and_decode(path, self.sample_rate, self.max_seconds)
-        except AudioDecodeError as error:
-            # The decoder saw the absolute path; the record names the file as the user did.
-            return FileResult(path=path, error=str(error).replace(os.path.abspath(path), path))
-        except Exception as error:  # a decoder tripping over a hostile file is the file's fault
-            return FileResult(path=path, error=f"could not decode the audio: {error!r}")
+            samples, container = read_and_decode(path, self.sample_rate, self.max_seconds)
+        except Exception as error:  # the file's fault, never the run's (see failure_message)
+            return FileResult(path=path, error=failure_message(error, path))
         windows = split_windows(samples, self.window_samples)
         return _Decoded(
             index=index,

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.cli import catalog_commands, explain_command
+from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.service.settings import Settings
 from model.checkpoint import CheckpointError, read_metadata
@@ -74,14 +75,13 @@ def _add_tag_parser(commands: Any) -> None:
         "-r", "--recursive", action="store_true", help="tag audio in subfolders of folders too"
     )
     tag.add_argument(
-        "-f", "--format", choices=["table", "json", "jsonl", "csv"], default="table",
-        help="output format (default: table)",
+        "-f", "--format", choices=["table", "json", "jsonl", "csv", "parquet"], default="table",
+        help="output format (default: table; parquet with --engine ray, which defaults to it)",
     )  # fmt: skip
     tag.add_argument(
         "-o",
         "--output",
-        type=Path,
-        metavar="FILE",
+        metavar="FILE",  # a string: with --engine ray it may be a URI, which Path would mangle
         help="write results to FILE instead of standard output",
     )
     tag.add_argument(
@@ -148,6 +148,7 @@ def _add_tag_parser(commands: Any) -> None:
     progress.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
+    add_engine_arguments(tag)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -263,6 +264,10 @@ def tag(args: argparse.Namespace) -> int:
     if not settings.checkpoint.is_file():
         return _fail(_missing_checkpoint_message(settings.checkpoint), 2)
 
+    if args.engine == "ray" or args.format == "parquet":
+        from app.cli.ray_command import run_ray
+
+        return run_ray(args, settings)
     # Imported here: torch takes seconds to import, `tagger tags` should not wait for it.
     from app.cli.tag_command import run
 

@@ -71,7 +71,7 @@ class TagRunOptions:
             paths=tuple(args.paths),
             recursive=args.recursive,
             format=args.format,
-            output=args.output,
+            output=None if args.output is None else Path(args.output),
             resume=args.resume,
             top_k=(5 if args.format == "table" else 10) if args.top_k is None else args.top_k,
             threshold=args.threshold,

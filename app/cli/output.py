@@ -23,14 +23,15 @@ from typing import Any, Literal, Protocol
 from torch import Tensor
 from tqdm import tqdm
 
-from app.cli.batch_tagging import FileResult
-from app.pipeline.describe import best_indices, format_name, top_tags
-from model.tags import Tag
+from app.pipeline.describe import best_indices, format_name
+from app.pipeline.records import DIGITS as DIGITS  # re-exported: moved there from here
+from app.pipeline.records import Describer as Describer
+from app.pipeline.records import FileResult as FileResult
+from app.pipeline.records import rounded as _rounded
 
 Format = Literal["table", "json", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("table", "json", "jsonl", "csv")
 RESUMABLE: tuple[Format, ...] = ("json", "jsonl", "csv")
-DIGITS = 5  # scores are rounded: more digits than the model's own precision only cost bytes
 
 
 class OutputError(Exception):
@@ -43,92 +44,6 @@ def _clock(seconds: float) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{secs:04.1f}"
     return f"{minutes}:{secs:04.1f}"
-
-
-@dataclass(frozen=True)
-class Describer:
-    """Turns model scores into tag lists and records, as the service describes a response.
-
-    Attributes:
-        model_id: Preset and checkpoint digest prefix, written into every record.
-        tags: The checkpoint's vocabulary, one per model output.
-        thresholds: (n_tags,) decision thresholds (the checkpoint's, or one given value).
-        top_k: Tags per file (and per window in segments), best first.
-        segments: Whether records carry every window's scores.
-        window_seconds: Length of one analysis window.
-        embedding: The embedding's kind (e.g. "backbone-mean-max") when records carry the
-            track's embedding (and each segment's), else None.
-    """
-
-    model_id: str
-    tags: tuple[Tag, ...]
-    thresholds: Tensor
-    top_k: int
-    segments: bool
-    window_seconds: float
-    embedding: str | None = None
-
-    @property
-    def tag_names(self) -> list[str]:
-        return [tag.name for tag in self.tags]
-
-    def top_tags(self, scores: Tensor) -> list[dict[str, Any]]:
-        return [
-            {
-                "tag": decision.tag.name,
-                "score": round(decision.score, DIGITS),
-                "category": decision.tag.category,
-                "synonym_group": decision.tag.synonym_group,
-                "threshold": round(decision.threshold, DIGITS),
-                "passes_threshold": decision.passes_threshold,
-            }
-            for decision in top_tags(scores, self.tags, self.thresholds, self.top_k)
-        ]
-
-    def record(self, result: FileResult) -> dict[str, Any]:
-        """The JSON object of one file."""
-        if not result.ok or result.track_scores is None or result.window_scores is None:
-            return {"file": result.path, "model_id": self.model_id, "error": result.error}
-        record: dict[str, Any] = {
-            "file": result.path,
-            "model_id": self.model_id,
-            "duration_seconds": round(result.duration_seconds, 3),
-            "windows": int(result.window_scores.shape[0]),
-            "window_seconds": round(self.window_seconds, 5),
-            "format": format_name(result.container),
-            "tags": self.top_tags(result.track_scores),
-        }
-        if self.embedding is not None and result.embedding is not None:
-            record["embedding"] = {
-                "kind": self.embedding,
-                "dim": int(result.embedding.shape[0]),
-                "vector": _rounded(result.embedding),
-            }
-        if self.segments:
-            names = self.tag_names
-            record["segments"] = [
-                {
-                    "start": round(start, 3),
-                    "end": round(end, 3),
-                    "scores": {
-                        n: round(s, DIGITS) for n, s in zip(names, row.tolist(), strict=True)
-                    },
-                }
-                for (start, end), row in zip(result.window_times, result.window_scores, strict=True)
-            ]
-            if self.embedding is not None and result.window_embeddings is not None:
-                for segment, vector in zip(
-                    record["segments"], result.window_embeddings, strict=True
-                ):
-                    segment["embedding"] = _rounded(vector)
-        return record
-
-
-EMBEDDING_DIGITS = 6
-
-
-def _rounded(vector: Tensor) -> list[float]:
-    return [round(value, EMBEDDING_DIGITS) for value in vector.tolist()]
 
 
 class Writer(Protocol):
