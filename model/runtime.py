@@ -247,7 +247,10 @@ class Runtime:
         # recompile limit dynamo would quietly run it eagerly instead.
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, 64)
-        options: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": True}
+        # Not with embeddings: inductor's freezing pass (torch 2.14) then fails on the decoder
+        # ("Cannot view a tensor ... as a tensor with shape"); the graph compiles without it.
+        freezing = not self.options.embeddings
+        options: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": freezing}
         if self.device.type == "cuda":
             options["triton.cudagraphs"] = True
         compiled: Forward = torch.compile(forward, dynamic=False, options=options)

@@ -36,8 +36,11 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.checkpoint.parent.parent == Path(model.__file__).resolve().parent
     assert settings.checkpoint.name == "default.safetensors"
     assert (settings.max_batch_windows, settings.max_wait_ms) == (64, 5.0)
-    assert settings.max_upload_bytes == 50_000_000
-    assert settings.max_audio_seconds == 900
+    assert settings.max_upload_bytes == 200_000_000
+    assert settings.max_audio_seconds == 7200  # two hours: DJ mixes, live sets, radio shows
+    assert (settings.max_concurrent_decodes, settings.decode_timeout_s) == (2, 30.0)
+    assert settings.decode_memory_mb == 1024
+    assert settings.decode_fault_injection is False
     assert settings.max_redirects == 3
     assert settings.allow_private_addresses is False
     assert settings.fetch_allowed_ports == [80, 443]
@@ -48,6 +51,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ("values", "words"),
     [
         ({"max_batch_windows": 64, "max_queued_windows": 10}, "max_queued_windows"),
+        ({"max_upload_bytes": 900_000_000}, "decode_memory_mb"),
         ({"device": "tpu"}, "device must be"),
         ({"precision": "fp8"}, "precision"),
         ({"compile": "maybe"}, "compile"),
