@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from model.config import AudioConfig, ModelConfig
@@ -22,6 +23,9 @@ class TaggingModel(nn.Module):
 
     architecture: ClassVar[str]
     config: ModelConfig
+    embedding_kind: ClassVar[str] = "tag-scores"
+    """What `forward_with_embedding` pools, part of the embedding's identity (model.embedding).
+    The default, for networks without a better one measured, is the tag-score vector."""
 
     @property
     def audio(self) -> AudioConfig:
@@ -34,5 +38,17 @@ class TaggingModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.n_classes
+
     def forward(self, waveform: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def forward_with_embedding(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and an un-normalised embedding from one pass: (B, n_classes), (B, D).
+
+        Networks override it to pool a hidden layer; the default is the sigmoid scores.
+        """
+        logits = self(waveform)
+        return logits, torch.sigmoid(logits.float())

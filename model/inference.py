@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,6 +46,50 @@ def split_windows(waveform: Tensor, window: int) -> Tensor:
     padded = _pad_to(waveform, window)
     starts = window_starts(waveform.shape[0], window)
     return torch.stack([padded[s : s + window] for s in starts])
+
+
+class WindowCutter:
+    """Cuts a waveform that arrives in chunks into exactly the windows `split_windows` cuts.
+
+    Full windows leave as soon as their samples are in; `finish` adds the last one (aligned to
+    the end, or the padded only window of a short track). Holds less than two windows of audio.
+
+    Args:
+        window: Samples per window.
+    """
+
+    def __init__(self, window: int) -> None:
+        if window <= 0:
+            raise ValueError(f"window must be positive, got {window}")
+        self.window = window
+        self.samples = 0  # pushed so far
+        self._pending = np.zeros(0, dtype=np.float32)  # samples after the last full window
+        self._last = np.zeros(0, dtype=np.float32)  # the last full window
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Add (n,) samples; returns the windows they complete, (k, window) float32, k >= 0."""
+        self.samples += len(chunk)
+        pending = np.concatenate([self._pending, chunk.astype(np.float32, copy=False)])
+        count = len(pending) // self.window
+        self._pending = pending[count * self.window :].copy()
+        windows = pending[: count * self.window].reshape(count, self.window)
+        if count:
+            self._last = windows[-1].copy()
+        return windows
+
+    def finish(self) -> np.ndarray:
+        """The windows still due at the end of the track, (0 or 1, window)."""
+        rest = len(self._pending)
+        if self.samples == 0:
+            raise ValueError("no samples were pushed")
+        if self.samples < self.window:  # a short track: its one window, zero-padded
+            padded = np.zeros((1, self.window), dtype=np.float32)
+            padded[0, :rest] = self._pending
+            return padded
+        if rest == 0:
+            return np.zeros((0, self.window), dtype=np.float32)
+        # Aligned to the track's end: the tail of the last full window, then the rest.
+        return np.concatenate([self._last[rest:], self._pending])[np.newaxis, :]
 
 
 def evaluation_crops(waveform: Tensor, window: int, n_crops: int = 16) -> Tensor:

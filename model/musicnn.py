@@ -163,6 +163,9 @@ class Musicnn(TaggingModel):
 
     def forward_log_mel(self, log_mel: Tensor) -> Tensor:
         """Logits from an un-normalised log-mel (B, T, n_mels), as musicnn's TF code lays it out."""
+        return self._logits_and_penultimate(log_mel)[0]
+
+    def _logits_and_penultimate(self, log_mel: Tensor) -> tuple[Tensor, Tensor]:
         x = self.frontend.bn(log_mel.unsqueeze(1))  # (B, 1, T, n_mels)
         front = torch.cat([branch(x) for branch in (*self.timbral, *self.temporal)], dim=1)
         features = [front]
@@ -173,8 +176,18 @@ class Musicnn(TaggingModel):
             features.append(hidden)
         stacked = torch.cat(features, dim=1)  # (B, C, T)
         pooled = torch.stack((stacked.amax(dim=2), stacked.mean(dim=2)), dim=2).flatten(1)
-        hidden = F.relu(self.dense1(self.dropout(self.pool_bn(pooled))))
-        return self.dense2(self.dropout(self.dense_bn(hidden)))
+        hidden = F.relu(self.dense1(self.dropout(self.pool_bn(pooled))))  # (B, dense_units)
+        return self.dense2(self.dropout(self.dense_bn(hidden))), hidden
 
     def forward(self, waveform: Tensor) -> Tensor:
         return self.forward_log_mel(self.frontend.log_mel(waveform).transpose(1, 2))
+
+    embedding_kind = "penultimate-dense"
+    """The 200-unit layer before the classifier: what musicnn's own extractor returns."""
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.dense_units
+
+    def forward_with_embedding(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        return self._logits_and_penultimate(self.frontend.log_mel(waveform).transpose(1, 2))

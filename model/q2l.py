@@ -239,9 +239,14 @@ class Query2Label(TaggingModel):
 
         Shapes are given for the paper's geometry (59,049 samples, 5 blocks, d_model 512).
         """
+        return self._tokens_from(self._backbone_features(waveform))
+
+    def _backbone_features(self, waveform: Tensor) -> Tensor:
         mel = self.frontend(waveform)  # (B, T) -> (B, 1, 128 mels, 231 frames)
-        features = self.backbone(mel)  # -> (B, C, 4, 8): each block halves both axes
-        features = self.dense(features)  # -> (B, C, 4, 8), 1×1 convolutions
+        return self.backbone(mel)  # -> (B, C, 4, 8): each block halves both axes
+
+    def _tokens_from(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.dense(features)  # (B, C, 4, 8) -> (B, C, 4, 8), 1×1 convolutions
         features = self.input_proj(features)  # -> (B, d_model, 4, 8)
         _, _, height, width = features.shape
         pos = sine_position_encoding(  # (H·W, d_model), from the actual grid
@@ -251,7 +256,24 @@ class Query2Label(TaggingModel):
         return features.flatten(2).transpose(1, 2), pos.unsqueeze(0)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        memory, pos = self.tokens(waveform)  # (B, 32, d_model), (1, 32, d_model)
+        return self._logits(*self.tokens(waveform))
+
+    embedding_kind = "backbone-mean-max"
+    """The backbone's last feature map, mean- and max-pooled over its 4 × 8 grid: of the layers
+    measured (docs/similarity.md) the one that finds a track's other half best."""
+
+    @property
+    def embedding_dim(self) -> int:
+        return 2 * self.config.backbone_channels[-1]
+
+    def forward_with_embedding(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        features = self._backbone_features(waveform)  # (B, C, 4, 8)
+        logits = self._logits(*self._tokens_from(features))
+        pooled = torch.cat((features.mean(dim=(2, 3)), features.amax(dim=(2, 3))), dim=1)
+        return logits, pooled  # (B, n_classes), (B, 2C)
+
+    def _logits(self, memory: Tensor, pos: Tensor) -> Tensor:
+        # memory (B, 32, d_model): the audio tokens; pos (1, 32, d_model)
         for layer in self.encoder:
             memory = layer(memory, pos)  # (B, 32, d_model): tokens attend to each other
         # One learnable query per label, shared by the batch: (n_classes, d) -> (B, n_classes, d)

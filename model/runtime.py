@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from model.base import TaggingModel
+from model.embedding import scores_and_embedding_rows
 
 if TYPE_CHECKING:
     from model.quantize import Int8Calibration
@@ -209,12 +210,15 @@ class RuntimeOptions:
         compile: auto (compile, fall back to eager if compilation fails), on, or off.
         max_chunk: Largest batch per model call; 0 means the device default (8 on CPU, else
             `max_batch`).
+        embeddings: Return each window's L2-normalised embedding after its probabilities, in
+            one row of `n_classes + embedding_dim` (see `model.embedding`).
     """
 
     precision: Precision = "auto"
     channels_last: bool = True
     compile: CompileMode = "auto"
     max_chunk: int = 0
+    embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "int8", *_DTYPES):
@@ -253,7 +257,8 @@ class Runtime:
             `model.quantize`); the runtime quantises the model's convolutions with it.
 
     Calling it: (N, window_samples) float32 windows, on the host or the device, for any N ->
-    (N, n_classes) float32 probabilities on the CPU.
+    (N, n_classes) float32 probabilities on the CPU; with `options.embeddings`, (N, n_classes +
+    embedding_dim) rows of probabilities and embedding (`model.embedding.split_rows` cuts them).
     """
 
     def __init__(
@@ -297,8 +302,16 @@ class Runtime:
     def n_classes(self) -> int:
         return self.model.n_classes
 
+    @property
+    def row_width(self) -> int:
+        """Values per window in the output: the scores, and the embedding when asked for."""
+        extra = self.model.embedding_dim if self.options.embeddings else 0
+        return self.n_classes + extra
+
     def _eager_forward(self, windows: Tensor) -> Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            if self.options.embeddings:
+                return scores_and_embedding_rows(*self.model.forward_with_embedding(windows))
             return torch.sigmoid(self.model(windows).float())
 
     def _compile(self, forward: Forward) -> Forward:
@@ -340,7 +353,7 @@ class Runtime:
             if flush:
                 torch.set_flush_denormal(False)
         if not outputs:
-            return torch.empty(0, self.n_classes)
+            return torch.empty(0, self.row_width)
         return torch.cat(outputs)
 
     def _run(self, chunk: Tensor) -> Tensor:

@@ -10,7 +10,9 @@ in input order whatever order the work finished in.
 
 A file that cannot be read or decoded becomes a `FileResult` with an `error`, and the run goes
 on. The model is one call, `InferFn` (windows in, probabilities out): `tagger tag` passes a
-`model.runtime.Runtime`, prepared as the service prepares it.
+`model.runtime.Runtime`, prepared as the service prepares it. With `n_tags` given, the call's
+rows may carry each window's embedding after its scores (`model.embedding`); results then hold
+the track's and the windows' embeddings too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from app.pipeline.describe import track_scores, window_times
 from app.pipeline.window_queue import Part, WindowQueue
 from model.audio.decode import AudioDecodeError, decode_audio
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
+from model.embedding import split_rows, track_embedding
 from model.inference import split_windows
 
 __all__ = ["AUDIO_SUFFIXES", "BatchTagger", "FileList", "FileResult", "InferFn", "collect_files"]
@@ -55,6 +58,8 @@ class FileResult:
         track_scores: (n_tags,) mean of the window probabilities.
         window_scores: (windows, n_tags) probabilities.
         window_times: (start, end) seconds of each window.
+        embedding: (D,) the track's L2-normalised embedding, when the model call returned one.
+        window_embeddings: (windows, D) each window's embedding, likewise.
     """
 
     path: str
@@ -64,6 +69,8 @@ class FileResult:
     track_scores: Tensor | None = None
     window_scores: Tensor | None = None
     window_times: list[tuple[float, float]] = field(default_factory=list)
+    embedding: Tensor | None = None
+    window_embeddings: Tensor | None = None
 
     @property
     def ok(self) -> bool:
@@ -188,6 +195,8 @@ class BatchTagger:
         batch_windows: Windows per forward pass (the last batch of a run may be smaller).
         decode_workers: Threads decoding ahead of the model.
         max_seconds: Files longer than this fail instead of being tagged; None for no limit.
+        n_tags: The vocabulary size, when the model call's rows may hold embeddings after the
+            scores; None when they are scores only.
     """
 
     def __init__(
@@ -199,6 +208,7 @@ class BatchTagger:
         batch_windows: int = 8,
         decode_workers: int = 1,
         max_seconds: float | None = None,
+        n_tags: int | None = None,
     ) -> None:
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be at least 1, got {batch_windows}")
@@ -210,6 +220,7 @@ class BatchTagger:
         self.batch_windows = batch_windows
         self.decode_workers = decode_workers
         self.max_seconds = max_seconds
+        self.n_tags = n_tags
         # Where the model thread's time went, for tuning --decode-workers and --batch-windows.
         self.compute_seconds = 0.0
         self.decode_wait_seconds = 0.0
@@ -235,13 +246,18 @@ class BatchTagger:
     def _result(self, job: _Decoded) -> FileResult:
         if job.error is not None or job.scores is None:
             return FileResult(path=job.path, error=job.error or "the file was not scored")
+        scores, embeddings = job.scores, None
+        if self.n_tags is not None:
+            scores, embeddings = split_rows(job.scores, self.n_tags)
         return FileResult(
             path=job.path,
             duration_seconds=job.n_samples / self.sample_rate,
             container=job.container,
-            track_scores=track_scores(job.scores),
-            window_scores=job.scores,
+            track_scores=track_scores(scores),
+            window_scores=scores,
             window_times=window_times(job.n_samples, self.window_samples, self.sample_rate),
+            embedding=None if embeddings is None else track_embedding(embeddings),
+            window_embeddings=embeddings,
         )
 
     def tag(self, files: Sequence[str]) -> Iterator[FileResult]:

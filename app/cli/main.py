@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.cli import catalog_commands
 from app.pipeline.defaults import default_checkpoint_path
 from app.service.settings import Settings
 from model.checkpoint import CheckpointError, read_metadata
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_tag_parser(commands)
+    catalog_commands.add_parsers(commands)  # tagger index, tagger similar
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
@@ -97,6 +99,11 @@ def _add_tag_parser(commands: Any) -> None:
         help="one decision threshold for all tags (default: the checkpoint's per-tag ones)",
     )  # fmt: skip
     tag.add_argument("--segments", action="store_true", help="add the scores of every window")
+    tag.add_argument(
+        "--embedding", action="store_true",
+        help="add each file's L2-normalised embedding (and each window's, with --segments); "
+        "see docs/similarity.md",
+    )  # fmt: skip
     tag.add_argument(
         "--checkpoint", type=Path, metavar="FILE", help="checkpoint file (TAGGER_CHECKPOINT)"
     )
@@ -198,6 +205,13 @@ def serve(args: argparse.Namespace) -> int:
         read_metadata(settings.checkpoint)
     except CheckpointError as error:
         return _fail(f"cannot serve this checkpoint: {error}")
+    if settings.catalog is not None:
+        from app.catalog.store import CatalogError, CatalogStore
+
+        try:  # the service checks it again; this answers with a message, not a traceback
+            CatalogStore(settings.catalog, readonly=True).close()
+        except CatalogError as error:
+            return _fail(f"cannot serve this catalogue: {error}")
 
     # Imported here, not at the top: torch and FastAPI take seconds to import, `tagger tags`
     # should not wait for them.
@@ -262,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "tag":
         return tag(args)
+    if args.command in ("index", "similar"):
+        warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+        run = catalog_commands.index if args.command == "index" else catalog_commands.similar
+        return run(args)
     return tags(args)
 
 

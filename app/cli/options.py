@@ -54,6 +54,7 @@ class TagRunOptions:
     decode_workers: int
     max_seconds: float | None
     progress: bool | None
+    embedding: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: ModelSettings) -> TagRunOptions:
@@ -85,4 +86,5 @@ class TagRunOptions:
             decode_workers=decode_workers,
             max_seconds=args.max_seconds,
             progress=args.progress,
+            embedding=getattr(args, "embedding", False),
         )

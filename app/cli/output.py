@@ -1,10 +1,11 @@
 """What `tagger tag` writes: a table, JSON, JSON Lines or CSV, and reading it back to resume.
 
 Records use the service's field names (`tag`, `score`, `category`, `synonym_group`,
-`threshold`, `passes_threshold`; segments with `start`, `end`, `scores`), plus `file`, and
-`error` for a file that could not be tagged. JSON Lines and CSV are written and flushed file by
-file, so an interrupted run keeps everything finished so far and `--resume` appends to it; JSON
-is one document, rewritten whole at the end (also when interrupted).
+`threshold`, `passes_threshold`; segments with `start`, `end`, `scores`; `embedding` with
+--embedding), plus `file`, and `error` for a file that could not be tagged. JSON Lines and CSV
+are written and flushed file by file, so an interrupted run keeps everything finished so far and
+`--resume` appends to it; JSON is one document, rewritten whole at the end (also when
+interrupted).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Describer:
         top_k: Tags per file (and per window in segments), best first.
         segments: Whether records carry every window's scores.
         window_seconds: Length of one analysis window.
+        embedding: The embedding's kind (e.g. "backbone-mean-max") when records carry the
+            track's embedding (and each segment's), else None.
     """
 
     model_id: str
@@ -63,6 +66,7 @@ class Describer:
     top_k: int
     segments: bool
     window_seconds: float
+    embedding: str | None = None
 
     @property
     def tag_names(self) -> list[str]:
@@ -94,6 +98,12 @@ class Describer:
             "format": format_name(result.container),
             "tags": self.top_tags(result.track_scores),
         }
+        if self.embedding is not None and result.embedding is not None:
+            record["embedding"] = {
+                "kind": self.embedding,
+                "dim": int(result.embedding.shape[0]),
+                "vector": _rounded(result.embedding),
+            }
         if self.segments:
             names = self.tag_names
             record["segments"] = [
@@ -106,7 +116,19 @@ class Describer:
                 }
                 for (start, end), row in zip(result.window_times, result.window_scores, strict=True)
             ]
+            if self.embedding is not None and result.window_embeddings is not None:
+                for segment, vector in zip(
+                    record["segments"], result.window_embeddings, strict=True
+                ):
+                    segment["embedding"] = _rounded(vector)
         return record
+
+
+EMBEDDING_DIGITS = 6
+
+
+def _rounded(vector: Tensor) -> list[float]:
+    return [round(value, EMBEDDING_DIGITS) for value in vector.tolist()]
 
 
 class Writer(Protocol):
@@ -167,7 +189,12 @@ class TableWriter:
             self.stream.write(f"{file}  {'-':>8}  error: {result.error}\n")
         else:
             duration = _clock(result.duration_seconds)
-            self.stream.write(f"{file}  {duration:>8}  {self._tags(result.track_scores)}\n")
+            extra = ""
+            if self.describer.embedding is not None and result.embedding is not None:
+                head = " ".join(f"{v:.3f}" for v in result.embedding[:3].tolist())
+                extra = f"  embedding {result.embedding.shape[0]}-d [{head} ...]"
+            line = f"{file}  {duration:>8}  {self._tags(result.track_scores)}{extra}"
+            self.stream.write(line + "\n")
             if self.describer.segments:
                 for (start, end), row in zip(
                     result.window_times, result.window_scores, strict=True
@@ -245,11 +272,16 @@ class CsvWriter:
         self.owned = path is not None
         self.writer = csv.writer(self.stream)
         if not append:
-            self.writer.writerow(csv_header(describer.tag_names))
+            header = csv_header(describer.tag_names)
+            self.writer.writerow(header + (["embedding"] if describer.embedding else []))
             self.stream.flush()
 
     def _row(
-        self, result: FileResult, scores: Tensor, span: tuple[float, float] | None
+        self,
+        result: FileResult,
+        scores: Tensor,
+        span: tuple[float, float] | None,
+        embedding: Tensor | None = None,
     ) -> list[Any]:
         assert result.window_scores is not None
         top = ";".join(
@@ -266,18 +298,29 @@ class CsvWriter:
             top,
             "",
             *(round(s, DIGITS) for s in scores.tolist()),
+            *self._embedding(embedding),
         ]
+
+    def _embedding(self, vector: Tensor | None) -> list[str]:
+        """The embedding column (with --embedding): the values, separated by spaces."""
+        if self.describer.embedding is None:
+            return []
+        return ["" if vector is None else " ".join(str(v) for v in _rounded(vector))]
 
     def write(self, result: FileResult) -> None:
         if not result.ok or result.track_scores is None or result.window_scores is None:
             empty = [""] * len(self.describer.tags)
             row = [result.path, self.describer.model_id, "", "", "", "", "", "", result.error]
-            self.writer.writerow(row + empty)
+            self.writer.writerow(row + empty + self._embedding(None))
         else:
-            self.writer.writerow(self._row(result, result.track_scores, None))
+            self.writer.writerow(self._row(result, result.track_scores, None, result.embedding))
             if self.describer.segments:
-                for span, row_scores in zip(result.window_times, result.window_scores, strict=True):
-                    self.writer.writerow(self._row(result, row_scores, span))
+                windows = result.window_embeddings
+                vectors = [None] * len(result.window_times) if windows is None else list(windows)
+                for span, row_scores, vector in zip(
+                    result.window_times, result.window_scores, vectors, strict=True
+                ):
+                    self.writer.writerow(self._row(result, row_scores, span, vector))
         self.stream.flush()
 
     def close(self) -> None:
@@ -336,8 +379,12 @@ def _drop_partial_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-def read_previous(path: Path, fmt: Format, tag_names: Sequence[str]) -> Previous:
+def read_previous(
+    path: Path, fmt: Format, tag_names: Sequence[str], *, embedding: bool = False
+) -> Previous:
     """Read an existing output file for --resume; an absent file means a fresh start.
+
+    `embedding`: the run writes the embedding column (CSV), so the file must have it too.
 
     Raises:
         OutputError: the file cannot be read as output of this format (and, for CSV, of this
@@ -351,7 +398,7 @@ def read_previous(path: Path, fmt: Format, tag_names: Sequence[str]) -> Previous
         _drop_partial_line(path)
         if fmt == "jsonl":
             return _previous_jsonl(path)
-        return _previous_csv(path, tag_names)
+        return _previous_csv(path, tag_names, embedding=embedding)
     except (OSError, UnicodeDecodeError) as error:
         raise OutputError(f"cannot read {path} to resume: {error}") from error
 
@@ -392,12 +439,13 @@ def _previous_jsonl(path: Path) -> Previous:
     return _summarise(records, path)
 
 
-def _previous_csv(path: Path, tag_names: Sequence[str]) -> Previous:
+def _previous_csv(path: Path, tag_names: Sequence[str], *, embedding: bool) -> Previous:
     text = path.read_text(encoding="utf-8")
     if not text:
         return Previous(frozenset(), frozenset(), [])
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    if rows and rows[0] != csv_header(tag_names):
+    expected = csv_header(tag_names) + (["embedding"] if embedding else [])
+    if rows and rows[0] != expected:
         raise OutputError(
             f"{path} has other columns than this run writes (another vocabulary, or not tagger "
             "output); write to a new file"

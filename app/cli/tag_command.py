@@ -148,8 +148,13 @@ def _load(options: TagRunOptions) -> tuple[Checkpoint, torch.device] | str:
 
 def _runtime(options: TagRunOptions, checkpoint: Checkpoint, device: torch.device) -> Runtime:
     """The model prepared as the service prepares it (precision, memory format, compilation)."""
+    # Embeddings always come with the scores (pooling costs next to nothing, see
+    # model/embedding.py); --embedding only decides whether they are written.
     prepared = RuntimeOptions(
-        precision=options.precision, channels_last=options.channels_last, compile=options.compile
+        precision=options.precision,
+        channels_last=options.channels_last,
+        compile=options.compile,
+        embeddings=True,
     )
     plan = plan_int8(checkpoint, prepared, device)
     if options.precision == "int8" or (options.precision == "auto" and options.compile != "off"):
@@ -213,7 +218,10 @@ def _run(options: TagRunOptions) -> int:
     if options.resume and options.output is not None:  # _check made sure of the output
         try:
             previous = read_previous(
-                options.output, options.format, [t.name for t in metadata.tags]
+                options.output,
+                options.format,
+                [t.name for t in metadata.tags],
+                embedding=options.embedding,
             )
         except OutputError as error:
             _say(str(error))
@@ -234,6 +242,7 @@ def _run(options: TagRunOptions) -> int:
         top_k=options.top_k,
         segments=options.segments,
         window_seconds=audio.window_seconds,
+        embedding=checkpoint.model.embedding_kind if options.embedding else None,
     )
     try:
         runtime = _runtime(options, checkpoint, device)
@@ -247,6 +256,7 @@ def _run(options: TagRunOptions) -> int:
         batch_windows=options.batch_windows,
         decode_workers=options.decode_workers,
         max_seconds=options.max_seconds,
+        n_tags=n_tags,
     )
     try:
         writer = _writer(options, describer, [p for p, _ in listing.unusable] + todo, previous)

@@ -12,7 +12,9 @@ import model
 
 InferFn = Callable[[Tensor], Tensor]
 """A model call: (N, window_samples) float32 windows on the host -> (N, n_tags) float32
-probabilities on the CPU. Both front ends pass a `model.runtime.Runtime`."""
+probabilities on the CPU, or (N, n_tags + D) rows with each window's embedding after its
+scores (`model.embedding.split_rows` cuts them). Both front ends pass a `model.runtime.Runtime`
+built with `embeddings=True`."""
 
 
 def default_checkpoint_path() -> Path:

@@ -1,10 +1,18 @@
-"""One FIFO of analysis windows from many jobs, and which batch took which of them.
+"""One queue of analysis windows from many jobs, and which batch took which of them.
 
 Both batchers fill their batches from this queue: the service's dynamic batcher (a job is one
 request) and `tagger tag`'s batch tagger (a job is one file). A job's windows are taken in order
-and may be spread over several batches; a batch takes windows of as many jobs as it needs, oldest
-job first. Each piece of a batch is a `Part` (job, first window, count); reporting the parts back
-with `complete` says when a job's last window has been scored.
+and may be spread over several batches. Each piece of a batch is a `Part` (job, first window,
+count); reporting the parts back with `complete` says when a job's last window has been scored.
+
+Two orders: FIFO (a batch takes windows of as many jobs as it needs, oldest job first; the batch
+tagger) or fair (the service): every job with queued windows gets one window of the batch, then
+the rest of the room goes to the jobs that had the fewest windows computed so far ("least
+attained service", which needs no job sizes). So a 30-second clip that arrives while a two-hour
+recording is tagged goes ahead of it, and the recording still advances with every batch.
+
+A job may be streamed: `add` it with its first windows and `open=True`, `extend` it as more
+are decoded, and `close` it after the last; it completes only once closed.
 
 Thread safety: none of its own, so it costs no lock where there is one thread (the batch
 tagger); the service's batcher calls every method with its condition's lock held.
@@ -38,6 +46,15 @@ class _Progress:
     windows: int
     taken: int = 0
     scored: int = 0
+    closed: bool = True
+
+    @property
+    def available(self) -> int:
+        return self.windows - self.taken
+
+    @property
+    def done(self) -> bool:
+        return self.closed and self.scored == self.windows
 
 
 class WindowQueue(Generic[J]):
@@ -47,7 +64,8 @@ class WindowQueue(Generic[J]):
     told apart by hash and equality, so use objects that compare by identity.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, fair: bool = False) -> None:
+        self.fair = fair
         self._progress: dict[J, _Progress] = {}
         self._waiting: deque[J] = deque()  # jobs with windows not yet taken, oldest first
         self._queued = 0
@@ -69,31 +87,76 @@ class WindowQueue(Generic[J]):
         """Jobs with windows not yet taken, oldest first."""
         return list(self._waiting)
 
-    def add(self, job: J, windows: int) -> None:
-        """Queue `windows` windows of a new job behind everything queued so far."""
-        if windows < 1:
+    def queued_of(self, job: J) -> int:
+        """Windows of `job` added and not yet taken (0 for unknown jobs)."""
+        progress = self._progress.get(job)
+        return 0 if progress is None else progress.available
+
+    def add(self, job: J, windows: int, *, open: bool = False) -> None:
+        """Queue `windows` windows of a new job; `open`: more may follow (`extend`, `close`)."""
+        if windows < 1 and not open:
             raise ValueError(f"a job needs at least one window, got {windows}")
         if job in self._progress:
             raise ValueError("the job is already queued")
-        self._progress[job] = _Progress(windows)
-        self._waiting.append(job)
+        self._progress[job] = _Progress(windows, closed=not open)
+        if windows:
+            self._waiting.append(job)
         self._queued += windows
 
+    def extend(self, job: J, windows: int) -> None:
+        """Queue `windows` more windows of an open job, behind its earlier ones."""
+        progress = self._progress[job]
+        if progress.closed:
+            raise ValueError("the job is closed: no windows may be added")
+        if windows < 1:
+            return
+        if not progress.available:
+            self._waiting.append(job)
+        progress.windows += windows
+        self._queued += windows
+
+    def close(self, job: J) -> bool:
+        """No more windows for `job`; True when all of them are scored already (the job is then
+        forgotten). False for unknown jobs."""
+        progress = self._progress.get(job)
+        if progress is None:
+            return False
+        progress.closed = True
+        if not progress.done:
+            return False
+        del self._progress[job]
+        return True
+
     def take(self, limit: int) -> list[Part[J]]:
-        """Up to `limit` windows from the head of the queue, oldest job first."""
+        """Up to `limit` windows: oldest job first, or least served first when fair."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        parts: list[Part[J]] = []
-        room = limit
-        while room and self._waiting:
-            job = self._waiting[0]
+        if self.fair:
+            # Least served first (stable: among equals, the oldest); one window each first.
+            order = sorted(self._waiting, key=lambda job: self._progress[job].taken)
+            counts = dict.fromkeys(order[:limit], 1)
+            room = limit - len(counts)
+            for job in order:
+                if not room:
+                    break
+                more = min(room, self._progress[job].available - counts.get(job, 0))
+                if more > 0:
+                    counts[job] = counts.get(job, 0) + more
+                    room -= more
+        else:
+            counts, room = {}, limit
+            for job in self._waiting:
+                if not room:
+                    break
+                counts[job] = min(room, self._progress[job].available)
+                room -= counts[job]
+        parts = []
+        for job, count in counts.items():
             progress = self._progress[job]
-            count = min(room, progress.windows - progress.taken)
             parts.append(Part(job, progress.taken, count))
             progress.taken += count
-            room -= count
-            if progress.taken == progress.windows:
-                self._waiting.popleft()
+            if not progress.available:
+                self._waiting.remove(job)
         self._queued -= limit - room
         return parts
 
@@ -104,7 +167,7 @@ class WindowQueue(Generic[J]):
         if progress is None:
             return False
         progress.scored += part.count
-        if progress.scored < progress.windows:
+        if not progress.done:
             return False
         del self._progress[part.job]
         return True
@@ -115,7 +178,7 @@ class WindowQueue(Generic[J]):
         progress = self._progress.pop(job, None)
         if progress is None:
             return 0
-        left = progress.windows - progress.taken
+        left = progress.available
         if left:
             self._waiting.remove(job)
             self._queued -= left

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service.problems import CLIENT_BUSY, QUEUE_FULL, ProblemHTTPError, problem_response
 
-ADMITTED_PATHS = frozenset({"/tag", "/tag/url"})
+ADMITTED_PATHS = frozenset({"/tag", "/tag/url", "/similar", "/similar/url"})
 
 
 def client_key(scope: Scope) -> str:

@@ -26,6 +26,8 @@ from app.service.problems import install_problem_handlers
 from app.service.ratelimit import RateLimitMiddleware
 from app.service.routes import URL_REQUEST_MAX_BYTES, router
 from app.service.settings import Settings
+from app.service.similar import SimilarService
+from app.service.similar_routes import router as similar_router
 from app.service.slowbody import SlowBodyMiddleware
 from app.service.tagging import InferWrapper, TaggingService
 
@@ -74,8 +76,16 @@ def create_app(
         service = await asyncio.to_thread(
             TaggingService, settings, metrics, wrap_infer=wrap_infer, resolver=resolver
         )
-        service.start()
+        similar = None
+        if settings.catalog is not None:
+            try:  # a missing or damaged catalogue stops the start-up, not the first query
+                similar = await asyncio.to_thread(SimilarService, settings.catalog, service)
+            except BaseException:
+                await service.aclose()
+                raise
+        await service.start()
         app.state.service = service
+        app.state.similar = similar
         # Unready while draining for shutdown too (see app/service/server.py), not only while
         # warming up.
         metrics.ready.set_function(
@@ -85,6 +95,9 @@ def create_app(
             yield
         finally:
             app.state.service = None
+            app.state.similar = None
+            if similar is not None:
+                similar.close()
             await service.aclose()
 
     app = FastAPI(
@@ -96,13 +109,14 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
+    app.state.similar = None
     app.state.draining = False
     install_problem_handlers(app)
     app.add_exception_handler(ClientDisconnectedError, _client_gone)
     # Added last = outermost: the request context wraps everything, including the body limit.
     app.add_middleware(
         BodyLimitMiddleware,
-        upload_path="/tag",
+        upload_paths=frozenset({"/tag", "/similar"}),
         # The file may use the whole upload limit; multipart framing gets a little extra.
         upload_limit=settings.max_upload_bytes + 16 * 1024,
         upload_limit_text=f"{settings.max_upload_bytes / 1e6:g} MB",
@@ -110,6 +124,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(page_router)
+    app.include_router(similar_router)
     # Both inside the request context (refusals are logged and counted) and outside the body
     # limit (a refused request's body is never read).
     app.add_middleware(

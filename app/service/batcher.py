@@ -30,6 +30,7 @@ import enum
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,21 +45,7 @@ logger = logging.getLogger("tagger.batcher")
 
 
 class BatcherError(Exception):
-    """Base class of the errors `Batcher.submit` raises."""
-
-
-class QueueFullError(BatcherError):
-    def __init__(self, windows: int, queued: int, capacity: int) -> None:
-        super().__init__(f"{windows} windows do not fit: {queued} of {capacity} queued")
-        self.windows, self.queued, self.capacity = windows, queued, capacity
-
-
-class TooManyWindowsError(BatcherError):
-    """A single request has more windows than the whole queue can hold."""
-
-    def __init__(self, windows: int, capacity: int) -> None:
-        super().__init__(f"{windows} windows exceed the queue capacity of {capacity}")
-        self.windows, self.capacity = windows, capacity
+    """Base class of the errors a `WindowStream` raises."""
 
 
 class DeadlineExceededError(BatcherError):
@@ -78,7 +65,7 @@ class BatchResult:
     """What one request gets back.
 
     Attributes:
-        scores: (N, C) probabilities, row i for the request's window i.
+        scores: (N, C) model outputs, row i for the request's window i.
         queue_seconds: Time its windows were queued and not being computed.
         compute_seconds: Time of the model calls that included its windows.
         batches: Number of batches its windows were spread over.
@@ -99,19 +86,50 @@ class _State(enum.Enum):
 
 class _Job:
     """One request's windows and results; which of them are batched is the queue's business.
-    Compares by identity, as the queue needs."""
+    Compares by identity, as the queue needs. Fields are guarded by the batcher's lock."""
 
-    def __init__(self, windows: Tensor, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.windows = windows
-        self.n = int(windows.shape[0])
-        self.scores: Tensor | None = None
+    def __init__(
+        self, deadline: float, deadline_per_window_s: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._pieces: deque[Tensor] = deque()  # windows put and not yet taken, in order
+        self._offset = 0  # rows of the first piece taken already
+        self.n = 0  # windows put so far
+        self.rows: dict[int, Tensor] = {}  # output rows by first window, as batches return
         self.deadline = deadline
+        self.deadline_per_window_s = deadline_per_window_s
         self.enqueued_at = time.monotonic()
+        self.pending_since = self.enqueued_at  # when its oldest untaken window was put
         self.compute_seconds = 0.0
         self.batches = 0
         self.state = _State.ACTIVE
         self.loop = loop
         self.future: asyncio.Future[BatchResult] = loop.create_future()
+        self.room = asyncio.Event()  # set from the worker when it takes windows
+
+    def put(self, windows: Tensor) -> None:
+        self._pieces.append(windows)
+        self.n += int(windows.shape[0])
+
+    def take(self, count: int) -> list[Tensor]:
+        """The next `count` windows put, in order; the job lets go of them (bounded memory:
+        a long recording holds only its queued windows, never all of them)."""
+        taken: list[Tensor] = []
+        while count:
+            piece = self._pieces[0]
+            rows = piece[self._offset : self._offset + count]
+            taken.append(rows)
+            count -= rows.shape[0]
+            self._offset += rows.shape[0]
+            if self._offset == piece.shape[0]:
+                self._pieces.popleft()
+                self._offset = 0
+        return taken
+
+    def release(self) -> None:
+        self._pieces.clear()
+
+    def scores(self) -> Tensor:
+        return torch.cat([self.rows[first] for first in sorted(self.rows)])
 
 
 def _resolve(future: asyncio.Future[BatchResult], outcome: BatchResult | BaseException) -> None:
@@ -123,6 +141,94 @@ def _resolve(future: asyncio.Future[BatchResult], outcome: BatchResult | BaseExc
         future.set_result(outcome)
 
 
+class WindowStream:
+    """One request's windows entering the batcher as they are decoded; see `Batcher.open`.
+
+    Use from the event loop: `await put(windows)` for each group of windows, `close()` after
+    the last, then `await result()`. Leaving early (an exception, a cancelled task) must call
+    `cancel()`, which drops the windows not computed yet.
+    """
+
+    def __init__(self, batcher: Batcher, job: _Job) -> None:
+        self._batcher = batcher
+        self._job = job
+
+    @property
+    def deadline(self) -> float:
+        """`time.monotonic()` after which the request is abandoned; grows with its windows."""
+        return self._job.deadline
+
+    @property
+    def windows(self) -> int:
+        return self._job.n
+
+    async def put(self, windows: Tensor) -> None:
+        """Queue (n, W) more windows, waiting while the request has its share queued already.
+
+        Raises:
+            DeadlineExceededError: the deadline passed while waiting for room.
+            BatchFailedError, BatcherStoppedError: the request failed meanwhile.
+        """
+        batcher, job = self._batcher, self._job
+        if windows.dim() != 2 or windows.shape[1] != batcher.window_samples:
+            raise ValueError(f"expected windows (N, {batcher.window_samples}), got {windows.shape}")
+        n = int(windows.shape[0])
+        while True:
+            with batcher._cond:
+                self._raise_if_over_locked()
+                if batcher._has_room_locked(job, n):
+                    batcher._extend_locked(job, windows)
+                    return
+                job.room.clear()
+                batcher._blocked.add(job)
+            remaining = job.deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(job.room.wait(), timeout=max(0.0, remaining))
+            except TimeoutError:
+                continue  # the loop above checks the deadline (it may have grown meanwhile)
+
+    def close(self) -> None:
+        """No more windows: the result is ready once the queued ones are computed."""
+        with self._batcher._cond:
+            self._raise_if_over_locked()
+            self._batcher._close_locked(self._job)
+
+    async def result(self) -> BatchResult:
+        """Wait for the scores of every window put.
+
+        Raises:
+            DeadlineExceededError: still unfinished at the deadline; its windows are dropped.
+            BatchFailedError: the model raised on a batch holding some of its windows.
+            BatcherStoppedError: the service is shutting down.
+        """
+        job = self._job
+        while True:
+            remaining = job.deadline - time.monotonic()
+            if remaining <= 0:
+                self._batcher._abandon(job, "deadline")
+                raise DeadlineExceededError("the request deadline passed")
+            done, _ = await asyncio.wait({job.future}, timeout=remaining)
+            if done:
+                return job.future.result()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Drop the request's windows that were not computed yet (idempotent)."""
+        self._batcher._abandon(self._job, reason)
+
+    def _raise_if_over_locked(self) -> None:
+        job = self._job
+        if job.future.done() and job.future.exception() is not None:
+            raise job.future.exception()  # type: ignore[misc]
+        if job.state is not _State.ACTIVE:
+            raise BatcherStoppedError("the request is no longer queued")
+        if self._batcher._stopping:
+            raise BatcherStoppedError("shutting down")
+        if job.deadline <= time.monotonic():
+            job.state = _State.CANCELLED
+            self._batcher._drop_queued_locked(job, "deadline")
+            raise DeadlineExceededError("the request deadline passed")
+
+
 class Batcher:
     """Forms batches of windows from concurrent requests and runs them on one worker thread.
 
@@ -131,7 +237,13 @@ class Batcher:
         window_samples: W, the length of every window.
         max_batch_windows: Largest batch the batcher forms from queued windows.
         max_wait_s: How long the oldest queued window may wait for company.
-        max_queued_windows: Admission bound; beyond it `submit` raises QueueFullError.
+        max_queued_windows: Bound on queued windows of all requests together; a request whose
+            windows do not fit waits for room (within its deadline).
+        max_request_queued_windows: Bound on one request's queued windows: a long recording
+            enters a few windows at a time, so batches stay short and other requests' windows
+            join the next one.
+        fair: Share each batch among the requests with queued windows, round-robin (the
+            service); False: oldest request first.
         metrics: Where to record batch sizes, times and drops (optional).
         pin_memory: Stage batches in page-locked memory (CUDA: faster, asynchronous copies).
         warm_up: Runs on the worker thread before it reports ready (the service passes the
@@ -146,6 +258,8 @@ class Batcher:
         max_batch_windows: int,
         max_wait_s: float,
         max_queued_windows: int,
+        max_request_queued_windows: int | None = None,
+        fair: bool = True,
         metrics: Metrics | None = None,
         pin_memory: bool = False,
         warm_up: Callable[[], object] | None = None,
@@ -157,11 +271,13 @@ class Batcher:
         self.max_batch_windows = max_batch_windows
         self.max_wait_s = max_wait_s
         self.max_queued_windows = max_queued_windows
+        self.max_request_queued_windows = max_request_queued_windows or max_queued_windows
         self._warm_up = warm_up
         self._metrics = metrics
         self._staging = torch.empty((max_batch_windows, window_samples), pin_memory=pin_memory)
-        self._queue: WindowQueue[_Job] = WindowQueue()
+        self._queue: WindowQueue[_Job] = WindowQueue(fair=fair)
         self._queued = 0  # the queue's count, readable without the lock
+        self._blocked: set[_Job] = set()  # jobs waiting in `put` for room
         self._cond = threading.Condition()
         self._stopping = False
         self._ready = threading.Event()
@@ -192,10 +308,11 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._cond:
-            for job in self._queue.waiting():
+            for job in [*self._queue.waiting(), *self._blocked]:
                 self._queue.drop(job)
                 self._finish_locked(job, _State.FAILED, BatcherStoppedError("shutting down"))
             self._set_queued_locked(self._queue.queued)
+            self._wake_blocked_locked()
 
     @property
     def stopping(self) -> bool:
@@ -207,48 +324,72 @@ class Batcher:
 
     # ----- event-loop side -----------------------------------------------------------------
 
-    async def submit(self, windows: Tensor, *, deadline: float) -> BatchResult:
-        """Queue a request's windows (N, W) and wait for their scores (N, C).
+    def open(self, *, deadline: float, deadline_per_window_s: float = 0.0) -> WindowStream:
+        """Start a request whose windows arrive over time; see `WindowStream`.
 
         Args:
-            windows: (N, W) float32 windows of one request.
             deadline: `time.monotonic()` value after which the request is abandoned.
+            deadline_per_window_s: How much later the deadline gets with each window put.
 
         Raises:
-            TooManyWindowsError: N exceeds the queue capacity; retrying cannot help.
-            QueueFullError: not enough room right now; retry later.
-            DeadlineExceededError: still unfinished at the deadline; its windows are dropped.
-            BatchFailedError: the model raised on a batch holding some of its windows.
+            DeadlineExceededError: the deadline passed already.
             BatcherStoppedError: the service is shutting down.
-            asyncio.CancelledError: the caller was cancelled (its windows are dropped).
         """
-        if windows.dim() != 2 or windows.shape[1] != self.window_samples:
-            raise ValueError(f"expected windows (N, {self.window_samples}), got {windows.shape}")
-        n = int(windows.shape[0])
-        if n > self.max_queued_windows:
-            raise TooManyWindowsError(n, self.max_queued_windows)
         if deadline <= time.monotonic():
             raise DeadlineExceededError("the deadline passed before the request was queued")
-        job = _Job(windows, deadline, asyncio.get_running_loop())
+        job = _Job(deadline, deadline_per_window_s, asyncio.get_running_loop())
         with self._cond:
             if self._stopping:
                 raise BatcherStoppedError("shutting down")
-            if self._queued + n > self.max_queued_windows:
-                raise QueueFullError(n, self._queued, self.max_queued_windows)
-            self._queue.add(job, n)
-            self._set_queued_locked(self._queue.queued)
-            self._cond.notify()
+            self._queue.add(job, 0, open=True)
+        return WindowStream(self, job)
+
+    async def submit(self, windows: Tensor, *, deadline: float) -> BatchResult:
+        """Queue a request's windows (N, W) at once and wait for their outputs (N, C).
+
+        Raises as `WindowStream.put` and `WindowStream.result` do; asyncio.CancelledError
+        when the caller was cancelled (its windows are dropped).
+        """
+        stream = self.open(deadline=deadline)
         try:
-            return await asyncio.wait_for(job.future, timeout=deadline - time.monotonic())
-        except TimeoutError:
-            self._abandon(job, "deadline")
-            raise DeadlineExceededError("the request deadline passed") from None
-        except asyncio.CancelledError:
-            self._abandon(job, "cancelled")
+            for first in range(0, int(windows.shape[0]), self.max_request_queued_windows):
+                await stream.put(windows[first : first + self.max_request_queued_windows])
+            stream.close()
+            return await stream.result()
+        except BaseException:
+            stream.cancel()
             raise
+
+    def _has_room_locked(self, job: _Job, n: int) -> bool:
+        # A group bigger than a bound still enters when nothing it competes with is queued,
+        # so no group waits for ever.
+        mine = self._queue.queued_of(job)
+        fits_mine = mine == 0 or mine + n <= self.max_request_queued_windows
+        fits_all = self._queued == 0 or self._queued + n <= self.max_queued_windows
+        return fits_mine and fits_all
+
+    def _extend_locked(self, job: _Job, windows: Tensor) -> None:
+        n = int(windows.shape[0])
+        if n == 0:
+            return
+        if self._queue.queued_of(job) == 0:
+            job.pending_since = time.monotonic()
+        job.put(windows)
+        job.deadline += n * job.deadline_per_window_s
+        self._blocked.discard(job)
+        self._queue.extend(job, n)
+        self._set_queued_locked(self._queue.queued)
+        self._cond.notify()
+
+    def _close_locked(self, job: _Job) -> None:
+        if job.n == 0:
+            raise ValueError("a request needs at least one window")
+        if self._queue.close(job):
+            self._finish_locked(job, _State.DONE, self._result(job))
 
     def _abandon(self, job: _Job, reason: str) -> None:
         with self._cond:
+            self._blocked.discard(job)
             if job.state is not _State.ACTIVE:
                 return
             job.state = _State.CANCELLED
@@ -265,13 +406,13 @@ class Batcher:
                 self.warmup_error = f"{type(error).__name__}: {error}"
         self._ready.set()
         while True:
-            parts = self._next_batch()
-            if parts is None:
+            taken = self._next_batch()
+            if taken is None:
                 return
-            self._compute(parts)
+            self._compute(*taken)
 
-    def _next_batch(self) -> list[Part[_Job]] | None:
-        """Block until a batch is due; returns its parts or None to stop."""
+    def _next_batch(self) -> tuple[list[Part[_Job]], list[Tensor]] | None:
+        """Block until a batch is due; returns its parts and their windows, or None to stop."""
         with self._cond:
             while True:
                 if self._stopping:
@@ -281,7 +422,7 @@ class Batcher:
                     self._cond.wait()
                     continue
                 waiting = self._queue.waiting()
-                waited = time.monotonic() - waiting[0].enqueued_at
+                waited = time.monotonic() - min(job.pending_since for job in waiting)
                 if self._queue.queued < self.max_batch_windows and waited < self.max_wait_s:
                     # Wake at the oldest window's dispatch time or at the nearest deadline.
                     nearest = min(job.deadline for job in waiting) - time.monotonic()
@@ -289,18 +430,26 @@ class Batcher:
                     continue
                 return self._take_locked()
 
-    def _take_locked(self) -> list[Part[_Job]]:
+    def _take_locked(self) -> tuple[list[Part[_Job]], list[Tensor]]:
         parts = self._queue.take(self.max_batch_windows)
+        windows: list[Tensor] = []
+        now = time.monotonic()
+        for part in parts:
+            windows.extend(part.job.take(part.count))
+            if self._queue.queued_of(part.job):
+                part.job.pending_since = now
         self._set_queued_locked(self._queue.queued)
-        return parts
+        self._wake_blocked_locked()
+        return parts, windows
 
-    def _compute(self, parts: list[Part[_Job]]) -> None:
+    def _compute(self, parts: list[Part[_Job]], windows: list[Tensor]) -> None:
         size = sum(part.count for part in parts)
         batch = self._staging[:size]
         offset = 0
-        for part in parts:
-            batch[offset : offset + part.count].copy_(part.job.windows[part.first : part.end])
-            offset += part.count
+        for rows in windows:
+            batch[offset : offset + rows.shape[0]].copy_(rows)
+            offset += rows.shape[0]
+        del windows
         started = time.monotonic()
         try:
             scores = self._infer(batch)
@@ -327,21 +476,22 @@ class Batcher:
             for part in parts:
                 job = part.job
                 if job.state is _State.ACTIVE:
-                    if job.scores is None:
-                        job.scores = torch.empty((job.n, scores.shape[1]), dtype=scores.dtype)
-                    job.scores[part.first : part.end] = scores[offset : offset + part.count]
+                    job.rows[part.first] = scores[offset : offset + part.count].clone()
                     job.compute_seconds += elapsed
                     job.batches += 1
                     if self._queue.complete(part):
-                        total = time.monotonic() - job.enqueued_at
-                        result = BatchResult(
-                            scores=job.scores,
-                            queue_seconds=max(0.0, total - job.compute_seconds),
-                            compute_seconds=job.compute_seconds,
-                            batches=job.batches,
-                        )
-                        self._finish_locked(job, _State.DONE, result)
+                        self._finish_locked(job, _State.DONE, self._result(job))
                 offset += part.count
+
+    @staticmethod
+    def _result(job: _Job) -> BatchResult:
+        total = time.monotonic() - job.enqueued_at
+        return BatchResult(
+            scores=job.scores(),
+            queue_seconds=max(0.0, total - job.compute_seconds),
+            compute_seconds=job.compute_seconds,
+            batches=job.batches,
+        )
 
     # ----- bookkeeping (call with the lock held) -------------------------------------------
 
@@ -350,12 +500,21 @@ class Batcher:
         if self._metrics:
             self._metrics.queued_windows.set(value)
 
+    def _wake_blocked_locked(self) -> None:
+        for job in self._blocked:
+            # A closed event loop raises RuntimeError: then nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(job.room.set)
+        self._blocked.clear()
+
     def _drop_queued_locked(self, job: _Job, reason: str) -> None:
         """Take a job out of the queue, with its windows not batched yet."""
         dropped = self._queue.drop(job)
+        job.release()
         if dropped == 0:
             return
         self._set_queued_locked(self._queue.queued)
+        self._wake_blocked_locked()
         if self._metrics:
             self._metrics.dropped_windows.labels(reason=reason).inc(dropped)
         logger.debug("dropped %d queued windows (%s)", dropped, reason)
@@ -370,6 +529,8 @@ class Batcher:
         self, job: _Job, state: _State, outcome: BatchResult | BaseException
     ) -> None:
         job.state = state
+        self._blocked.discard(job)
         # A closed event loop raises RuntimeError: then nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             job.loop.call_soon_threadsafe(_resolve, job.future, outcome)
+            job.loop.call_soon_threadsafe(job.room.set)

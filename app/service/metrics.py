@@ -98,9 +98,21 @@ class Metrics:
         )
         self.decode_duration = Histogram(
             "tagger_decode_duration_seconds",
-            "Time to decode and resample one input.",
+            "Time from handing a file to a decode worker to its last sample (streaming: this "
+            "includes waiting for the model to take the windows of long recordings).",
             buckets=_FAST_BUCKETS,
             registry=r,
+        )
+        self.decoder_restarts = Counter(
+            "tagger_decoder_restarts",
+            "Decode worker processes killed and replaced: crashed (e.g. a segfault in FFmpeg), "
+            "timeout (no progress), memory (over its limit), abandoned (its request left "
+            "midway), exited.",
+            ["reason"],
+            registry=r,
+        )
+        self.idle_decoders = Gauge(
+            "tagger_idle_decoders", "Decode worker processes waiting for a file.", registry=r
         )
         self.fetch_duration = Histogram(
             "tagger_fetch_duration_seconds",

@@ -102,7 +102,8 @@ class BodyLimitMiddleware:
     with a plain-text 413, which would break the problem+json contract.)
 
     Args:
-        upload_limit: Body limit for the upload endpoint (the file plus multipart framing).
+        upload_paths: The upload endpoints (`/tag`, `/similar`).
+        upload_limit: Body limit for the upload endpoints (the file plus multipart framing).
         upload_limit_text: How to state that limit to users (e.g. "50 MB").
         default_limit: Body limit for every other path.
     """
@@ -111,19 +112,19 @@ class BodyLimitMiddleware:
         self,
         app: ASGIApp,
         *,
-        upload_path: str,
+        upload_paths: frozenset[str],
         upload_limit: int,
         upload_limit_text: str,
         default_limit: int,
     ) -> None:
         self.app = app
-        self.upload_path = upload_path
+        self.upload_paths = upload_paths
         self.upload_limit = upload_limit
         self.upload_limit_text = upload_limit_text
         self.default_limit = default_limit
 
     def _detail(self, path: str, limit: int) -> str:
-        if path == self.upload_path:
+        if path in self.upload_paths:
             return (
                 f"the upload exceeds the limit of {self.upload_limit_text}: send a smaller or "
                 "more compressed file, or ask the operator to raise TAGGER_MAX_UPLOAD_BYTES"
@@ -135,7 +136,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        limit = self.upload_limit if path == self.upload_path else self.default_limit
+        limit = self.upload_limit if path in self.upload_paths else self.default_limit
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             response = problem_response(UPLOAD_TOO_LARGE, self._detail(path, limit))

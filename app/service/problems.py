@@ -52,6 +52,8 @@ UNSUPPORTED_MEDIA = ProblemKind(
 )
 UNDECODABLE = ProblemKind("undecodable-audio", 422, "Audio could not be decoded", "bad_input")
 EMPTY_AUDIO = ProblemKind("empty-audio", 422, "No audio in the file", "bad_input")
+# The decoder process crashed, hung or ran out of memory on the file: still the file's doing.
+DECODER_FAILED = ProblemKind("decoder-failed", 422, "The decoder failed on this file", "bad_input")
 BODY_TIMEOUT = ProblemKind("body-timeout", 408, "Request body too slow", "body_timeout")
 RATE_LIMITED = ProblemKind("rate-limited", 429, "Too many requests", "rate_limited")
 CLIENT_BUSY = ProblemKind(
@@ -76,6 +78,7 @@ ALL_KINDS: tuple[ProblemKind, ...] = (
     UNSUPPORTED_MEDIA,
     UNDECODABLE,
     EMPTY_AUDIO,
+    DECODER_FAILED,
     BODY_TIMEOUT,
     RATE_LIMITED,
     CLIENT_BUSY,

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.service.problems import RATE_LIMITED, problem_response
 
-LIMITED_PATHS = frozenset({"/tag", "/tag/url"})
+LIMITED_PATHS = frozenset({"/tag", "/tag/url", "/similar", "/similar/url"})
 
 
 class RateLimitMiddleware:

@@ -87,10 +87,13 @@ async def tag_upload(
         Query(ge=0.0, le=1.0, description="One threshold for all tags (default: per tag)."),
     ] = None,
     segments: Annotated[bool, Query(description="Also return per-window scores.")] = False,
+    embedding: Annotated[
+        bool, Query(description="Also return the track's embedding (and each window's).")
+    ] = False,
 ) -> TagResponse:
     started = time.monotonic()
     data = await file.read()
-    options = TagOptions(top_k=top_k, threshold=threshold, segments=segments)
+    options = TagOptions(top_k=top_k, threshold=threshold, segments=segments, embedding=embedding)
     return await cancel_on_disconnect(request, service.tag_audio(data, options, started=started))
 
 
@@ -102,7 +105,12 @@ async def tag_upload(
 )
 async def tag_url(request: Request, service: Service, body: TagURLRequest) -> TagResponse:
     started = time.monotonic()
-    options = TagOptions(top_k=body.top_k, threshold=body.threshold, segments=body.segments)
+    options = TagOptions(
+        top_k=body.top_k,
+        threshold=body.threshold,
+        segments=body.segments,
+        embedding=body.embedding,
+    )
     return await cancel_on_disconnect(request, service.tag_url(body.url, options, started=started))
 
 

@@ -30,6 +30,18 @@ class Segment(BaseModel):
         description="Every tag's probability in this window, keyed by tag name.",
         examples=[{"guitar": 0.91, "rock": 0.62}],
     )
+    embedding: list[float] | None = Field(
+        default=None, description="This window's embedding, only when embedding=true."
+    )
+
+
+class Embedding(BaseModel):
+    """A track's L2-normalised embedding; comparable only with the same model's (model_id)."""
+
+    model_id: str = Field(description="The model that computed it.")
+    kind: str = Field(description="What is pooled, e.g. backbone-mean-max (docs/similarity.md).")
+    dim: int = Field(description="Length of the vector.", examples=[512])
+    vector: list[float] = Field(description="Unit length: cosine similarity is the dot product.")
 
 
 class Timings(BaseModel):
@@ -92,6 +104,9 @@ class TagResponse(BaseModel):
         default=None, description="Per-window scores, only when segments=true."
     )
     timings: Timings
+    embedding: Embedding | None = Field(
+        default=None, description="The track's embedding, only when embedding=true."
+    )
 
 
 class TagURLRequest(BaseModel):
@@ -110,6 +125,9 @@ class TagURLRequest(BaseModel):
         default=None, ge=0.0, le=1.0, description="One threshold for every tag."
     )
     segments: bool = Field(default=False, description="Also return per-window scores.")
+    embedding: bool = Field(
+        default=False, description="Also return the track's embedding (and each window's)."
+    )
 
 
 class TagInfo(BaseModel):

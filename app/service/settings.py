@@ -8,6 +8,7 @@ List-valued settings take JSON in the environment: `TAGGER_FETCH_ALLOWED_PORTS='
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Literal
 
 import limits
@@ -39,19 +40,67 @@ class Settings(ModelSettings):
         "0 means 8 on CPU, max_batch_windows on CUDA.",
     )
     # Dynamic batching; the unit is one analysis window, not one request.
-    max_batch_windows: int = Field(default=64, ge=1, le=4096)
+    max_batch_windows: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Largest batch of windows; batches also stop at the largest model call "
+        "(max_chunk_windows), since a bigger one runs as several calls that all its requests "
+        "wait for.",
+    )
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
-    max_queued_windows: int = Field(default=1024, ge=1)
+    max_queued_windows: int = Field(
+        default=1024,
+        ge=1,
+        description="Windows of all requests queued at once; a request's windows that do not "
+        "fit wait for room within its deadline.",
+    )
+    max_request_queued_windows: int = Field(
+        default=0,
+        ge=0,
+        description="Windows one request may have queued at once: a long recording enters the "
+        "batcher a few windows at a time, so batches stay short and other requests join the "
+        "next one. 0 means the largest model call (8 windows on CPU, max_batch_windows on CUDA).",
+    )
     request_deadline_s: float = Field(
         default=60.0, gt=0.0, description="A request still waiting after this long gets 504."
+    )
+    deadline_s_per_audio_minute: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="Each minute of decoded audio extends its request's deadline by this "
+        "much, so long recordings get the time they need (two hours: 20 minutes more).",
     )
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503.")
     warmup: bool = Field(default=True, description="Run every batch shape once before ready.")
 
     # Input limits.
-    max_upload_bytes: int = Field(default=50_000_000, ge=1)
-    max_audio_seconds: float = Field(default=900.0, gt=0.0)
-    max_concurrent_decodes: int = Field(default=2, ge=1)
+    max_upload_bytes: int = Field(default=200_000_000, ge=1)
+    max_audio_seconds: float = Field(
+        default=7200.0, gt=0.0, description="Longest audio tagged; longer files get 413."
+    )
+    max_concurrent_decodes: int = Field(
+        default=2,
+        ge=1,
+        description="Decode worker processes: files decoded at once. Two, so one long "
+        "recording being decoded does not make every other request wait for a decoder.",
+    )
+    decode_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="A decode worker that sends nothing for this long while the service waits "
+        "for it is killed and replaced; its request gets 422.",
+    )
+    decode_memory_mb: int = Field(
+        default=1024,
+        ge=128,
+        description="Address-space limit of each decode worker process (it holds one file).",
+    )
+    decode_fault_injection: bool = Field(
+        default=False,
+        description="Tests only: decode workers crash, hang or exhaust memory on files "
+        "carrying a fault marker (see app/service/decode_worker.py).",
+    )
     max_inflight_requests: int = Field(
         default=32,
         ge=1,
@@ -86,7 +135,7 @@ class Settings(ModelSettings):
     # Tagging by URL.
     fetch_timeout_s: float = Field(default=30.0, gt=0.0)
     fetch_connect_timeout_s: float = Field(default=5.0, gt=0.0)
-    max_fetch_bytes: int = Field(default=50_000_000, ge=1)
+    max_fetch_bytes: int = Field(default=200_000_000, ge=1)
     max_redirects: int = Field(default=3, ge=0, le=10)
     max_concurrent_fetches: int = Field(default=8, ge=1)
     allow_private_addresses: bool = Field(
@@ -120,6 +169,13 @@ class Settings(ModelSettings):
         "after it are answered 503.",
     )
 
+    # Similarity search (docs/similarity.md).
+    catalog: Path | None = Field(
+        default=None,
+        description="A catalogue built by `tagger index build` (SQLite file), opened read-only "
+        "for POST /similar and GET /catalog/...; checked at start-up.",
+    )
+
     # Server and logs.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -141,6 +197,13 @@ class Settings(ModelSettings):
             raise ValueError(
                 f"max_queued_windows ({self.max_queued_windows}) must be at least "
                 f"max_batch_windows ({self.max_batch_windows})"
+            )
+        largest_file = max(self.max_upload_bytes, self.max_fetch_bytes) / 2**20
+        if self.decode_memory_mb < largest_file + 256:
+            raise ValueError(
+                f"decode_memory_mb ({self.decode_memory_mb}) must leave room for the largest "
+                f"file a worker holds ({largest_file:.0f} MB) plus 256 MB for the decoder; "
+                "raise it or lower max_upload_bytes/max_fetch_bytes"
             )
         if self.rate_limit is not None:
             try:

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,10 +29,14 @@ from app.service.batcher import (
     Batcher,
     BatcherStoppedError,
     BatchFailedError,
-    BatchResult,
     DeadlineExceededError,
-    QueueFullError,
-    TooManyWindowsError,
+    WindowStream,
+)
+from app.service.decoders import (
+    DecodeFailedError,
+    DecodeInfo,
+    DecoderPool,
+    WorkerOptions,
 )
 from app.service.execution import Execution
 from app.service.fetch import Fetcher, Resolver
@@ -42,16 +46,17 @@ from app.service.problems import (
     AUDIO_TOO_LONG,
     BAD_REQUEST,
     DEADLINE,
+    DECODER_FAILED,
     EMPTY_AUDIO,
     INFERENCE_FAILED,
     NOT_READY,
-    QUEUE_FULL,
     UNDECODABLE,
     UNSUPPORTED_MEDIA,
     UPLOAD_TOO_LARGE,
     ProblemError,
 )
 from app.service.schemas import (
+    Embedding,
     ModelInfo,
     Segment,
     TagInfo,
@@ -61,17 +66,11 @@ from app.service.schemas import (
     Timings,
 )
 from app.service.settings import Settings
-from model.audio.decode import (
-    AudioDecodeError,
-    AudioTooLongError,
-    DecodedAudio,
-    EmptyAudioError,
-    decode_audio,
-)
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.checkpoint import load_checkpoint
-from model.inference import split_windows
-from model.runtime import Runtime, RuntimeOptions, resolve_device
+from model.embedding import EmbeddingSpec, embedding_spec, split_rows, track_embedding
+from model.inference import WindowCutter
+from model.runtime import CPU_MAX_CHUNK, Runtime, RuntimeOptions, resolve_device
 
 logger = logging.getLogger("tagger.service")
 
@@ -86,11 +85,27 @@ class TagOptions:
         top_k: How many tags to return, best first.
         threshold: One decision threshold for all tags, or None for the checkpoint's per-tag ones.
         segments: Whether to return every window's scores too.
+        embedding: Whether to return the track's embedding (and each window's, with segments).
     """
 
     top_k: int = 10
     threshold: float | None = None
     segments: bool = False
+    embedding: bool = False
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """What decoding a request's file left besides its windows."""
+
+    info: DecodeInfo
+    samples: int
+    sample_rate: int
+    seconds: float  # wall time from handing the file to a worker to its last sample
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.samples / self.sample_rate
 
 
 def runtime_options(settings: Settings) -> RuntimeOptions:
@@ -99,6 +114,8 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         channels_last=settings.channels_last,
         compile=settings.compile,
         max_chunk=settings.max_chunk_windows,
+        # Always computed (pooling costs next to nothing); returned only when asked for.
+        embeddings=True,
     )
 
 
@@ -157,24 +174,48 @@ class TaggingService:
         self._batcher = Batcher(
             wrap_infer(infer) if wrap_infer else infer,
             window_samples=self.model.audio.window_samples,
-            max_batch_windows=settings.max_batch_windows,
+            # A batch larger than the largest model call would only run as several calls, and
+            # every request in it would wait for the last: batches stop at one call.
+            max_batch_windows=self._largest_call(settings),
             warm_up=self._warm_up,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queued_windows=settings.max_queued_windows,
+            max_request_queued_windows=self._request_share(settings),
             metrics=metrics,
             pin_memory=self.device.type == "cuda",
         )
-        self.fetcher = Fetcher(settings, resolver=resolver, metrics=metrics)
-        # The pool size is the decode concurrency limit; a request cancelled while its decode
-        # still waits for a thread is removed from the pool's queue.
-        self._decoders = ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_decodes, thread_name_prefix="tagger-decode"
+        # Each minute of audio extends its request's deadline; the batcher counts in windows.
+        self._deadline_per_window_s = (
+            settings.deadline_s_per_audio_minute * self.model.audio.window_seconds / 60.0
         )
+        self.fetcher = Fetcher(settings, resolver=resolver, metrics=metrics)
+        self._decoders = DecoderPool(
+            settings.max_concurrent_decodes,
+            WorkerOptions(
+                sample_rate=self.model.audio.sample_rate,
+                max_seconds=settings.max_audio_seconds,
+                memory_mb=settings.decode_memory_mb,
+                timeout_s=settings.decode_timeout_s,
+                fault_injection=settings.decode_fault_injection,
+            ),
+            metrics=metrics,
+        )
+        metrics.idle_decoders.set_function(lambda: float(self._decoders.idle_workers))
         metrics.ready.set_function(lambda: float(self.ready))
         if self.device.type == "cuda":
             device = self.device
             metrics.gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated(device)))
         self._publish_model_info()
+
+    def _largest_call(self, settings: Settings) -> int:
+        """Windows per model call at most (the runtime cuts batches into such chunks)."""
+        largest = settings.max_chunk_windows or (
+            CPU_MAX_CHUNK if self.device.type == "cpu" else settings.max_batch_windows
+        )
+        return min(largest, settings.max_batch_windows)
+
+    def _request_share(self, settings: Settings) -> int:
+        return settings.max_request_queued_windows or self._largest_call(settings)
 
     def _warm_up(self) -> None:
         """Runs on the batcher's thread before it reports ready."""
@@ -237,14 +278,16 @@ class TaggingService:
         dtype = self.runtime.dtype
         return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} (autocast)"
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the decode workers and the batcher (whose warm-up runs in the background)."""
+        await self._decoders.start()
         self._batcher.start(warmup=self.settings.warmup)
 
     async def aclose(self) -> None:
         self.execution.stop()
         await asyncio.to_thread(self.stop_batching)
         await self.fetcher.aclose()
-        self._decoders.shutdown(wait=False, cancel_futures=True)
+        await self._decoders.close()
         torch.set_num_threads(self._previous_threads)
 
     # ----- tagging ------------------------------------------------------------------------
@@ -289,17 +332,21 @@ class TaggingService:
                 "is recognised from the content, not from the file name or content type",
             )
         self.metrics.input_bytes.observe(len(data))
-        decoded, decode_seconds = await self._decode(data)
-        samples = torch.from_numpy(decoded.samples)
-        window = self.model.audio.window_samples
-        windows = split_windows(samples, window)
         deadline = started + self.settings.request_deadline_s
-        result = await self._batch(windows, deadline)
+        stream = self._open_stream(deadline)
+        try:
+            stream, decoded = await self._decode_into(stream, data)
+            del data  # the worker has the file; only queued windows stay in memory
+            stream.close()
+            result = await stream.result()
+        except BaseException as error:
+            stream.cancel()
+            raise self._as_problem(error) from None
         self.metrics.audio_seconds.inc(decoded.duration_seconds)
         self.metrics.queue_wait.observe(result.queue_seconds)
         timings = Timings(
             fetch_ms=None if fetch_seconds is None else fetch_seconds * 1000,
-            decode_ms=decode_seconds * 1000,
+            decode_ms=decoded.seconds * 1000,
             queue_ms=result.queue_seconds * 1000,
             compute_ms=result.compute_seconds * 1000,
             total_ms=(time.monotonic() - started) * 1000,
@@ -314,77 +361,95 @@ class TaggingService:
                 f"got {options.top_k}",
             )
 
-    async def _decode(self, data: bytes) -> tuple[DecodedAudio, float]:
-        loop = asyncio.get_running_loop()
-        sample_rate = self.model.audio.sample_rate
-        max_seconds = self.settings.max_audio_seconds
-
-        def decode() -> tuple[DecodedAudio, float]:
-            begun = time.monotonic()  # measured in the thread: waiting for a slot is not decoding
-            decoded = decode_audio(data, sample_rate=sample_rate, max_seconds=max_seconds)
-            return decoded, time.monotonic() - begun
-
+    def _open_stream(self, deadline: float) -> WindowStream:
         try:
-            decoded, seconds = await loop.run_in_executor(self._decoders, decode)
-        except AudioTooLongError:
-            raise ProblemError(
-                AUDIO_TOO_LONG,
-                f"the audio is longer than the limit of {max_seconds:g} s; cut it into shorter "
-                "pieces",
-            ) from None
-        except EmptyAudioError:
-            raise ProblemError(EMPTY_AUDIO, "the file decodes to no audio samples") from None
-        except AudioDecodeError as error:
-            raise ProblemError(UNDECODABLE, f"{error}") from None
-        except Exception:  # a decoder tripping over hostile input is still the input's fault
-            logger.warning("decoder raised on an upload", exc_info=True)
-            raise ProblemError(
-                UNDECODABLE, "could not decode the audio: the file is corrupted or truncated"
-            ) from None
+            return self._batcher.open(
+                deadline=deadline, deadline_per_window_s=self._deadline_per_window_s
+            )
+        except BaseException as error:
+            raise self._as_problem(error) from None
+
+    async def _decode_into(
+        self, stream: WindowStream, data: bytes
+    ) -> tuple[WindowStream, _Decoded]:
+        """Decode `data` in a worker process and put its windows into `stream` as they come.
+
+        Returns the stream that holds the windows (a new one if the decoder started over).
+        """
+        window = self.model.audio.window_samples
+        begun = time.monotonic()
+        wait_s = max(0.0, stream.deadline - begun)  # for a free worker, within the deadline
+        async with self._decoders.decode(data, wait_s=wait_s) as job:
+            cutter = WindowCutter(window)
+            async for chunk in job.chunks():
+                if not isinstance(chunk, np.ndarray):  # RESTART_DECODE: the fallback decoder
+                    stream.cancel("restarted")
+                    stream = self._open_stream(stream.deadline)
+                    cutter = WindowCutter(window)
+                    continue
+                windows = cutter.push(chunk)
+                if len(windows):
+                    await stream.put(torch.from_numpy(windows))
+            await stream.put(torch.from_numpy(cutter.finish()))
+        assert job.info is not None
+        seconds = time.monotonic() - begun
         self.metrics.decode_duration.observe(seconds)
-        return decoded, seconds
+        return stream, _Decoded(job.info, cutter.samples, self.model.audio.sample_rate, seconds)
 
-    async def _batch(self, windows: Tensor, deadline: float) -> BatchResult:
+    def _as_problem(self, error: BaseException) -> BaseException:
+        """The problem a failed request answers with (other exceptions pass unchanged)."""
         retry = {"Retry-After": str(self.settings.retry_after_s)}
-        try:
-            return await self._batcher.submit(windows, deadline=deadline)
-        except QueueFullError as error:
-            raise ProblemError(
-                QUEUE_FULL,
-                f"the server is busy ({error.queued} of {error.capacity} analysis windows "
-                f"queued, this request needs {error.windows}); retry after "
-                f"{self.settings.retry_after_s} s",
-                headers=retry,
-            ) from None
-        except TooManyWindowsError as error:
-            raise ProblemError(
-                AUDIO_TOO_LONG,
-                f"the audio needs {error.windows} analysis windows but the server queues at "
-                f"most {error.capacity}; send a shorter file",
-            ) from None
-        except DeadlineExceededError:
-            raise ProblemError(
+        max_seconds = self.settings.max_audio_seconds
+        if isinstance(error, DecodeFailedError):
+            if error.kind == "too-long":
+                return ProblemError(
+                    AUDIO_TOO_LONG,
+                    f"the audio is longer than the limit of {max_seconds:g} s; cut it into "
+                    "shorter pieces",
+                )
+            if error.kind == "empty":
+                return ProblemError(EMPTY_AUDIO, "the file decodes to no audio samples")
+            if error.kind == "undecodable":
+                return ProblemError(UNDECODABLE, str(error))
+            logger.warning("decode worker failed on an upload: %s (%s)", error, error.kind)
+            return ProblemError(
+                DECODER_FAILED,
+                f"{error}; the file is probably damaged or hostile. The decoder was replaced, "
+                "other requests were not affected",
+            )
+        if isinstance(error, DeadlineExceededError | TimeoutError):
+            return ProblemError(
                 DEADLINE,
-                f"the request did not finish within {self.settings.request_deadline_s:g} s "
-                "because the server is overloaded; retry later or send shorter audio",
+                f"the request did not finish within its deadline "
+                f"({self.settings.request_deadline_s:g} s plus "
+                f"{self.settings.deadline_s_per_audio_minute:g} s per audio minute) because the "
+                "server is overloaded; retry later or send shorter audio",
                 headers=retry,
-            ) from None
-        except BatchFailedError:
-            raise ProblemError(
+            )
+        if isinstance(error, BatchFailedError):
+            return ProblemError(
                 INFERENCE_FAILED,
                 "the model failed on a batch holding this request's audio; the error is in the "
                 "server log under this request id, and retrying may succeed",
-            ) from None
-        except BatcherStoppedError:
-            raise ProblemError(NOT_READY, "the service is shutting down", headers=retry) from None
+            )
+        if isinstance(error, BatcherStoppedError):
+            return ProblemError(NOT_READY, "the service is shutting down", headers=retry)
+        return error
+
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The identity of this model's embeddings (model id, kind, dimension)."""
+        return embedding_spec(self.model, self.model_id)
 
     def _describe(
         self,
-        window_scores: Tensor,
-        decoded: DecodedAudio,
+        rows: Tensor,
+        decoded: _Decoded,
         options: TagOptions,
         timings: Timings,
     ) -> TagResponse:
+        # The model call returns scores and embedding in one row per window (model.embedding).
+        window_scores, window_embeddings = split_rows(rows, len(self.tags))
         thresholds = decision_thresholds(self.thresholds, options.threshold)
         best = top_tags(track_scores(window_scores), self.tags, thresholds, options.top_k)
         tags = [
@@ -402,20 +467,30 @@ class TaggingService:
         if options.segments:
             names = [tag.name for tag in self.tags]
             window = self.model.audio.window_samples
-            times = window_times(decoded.samples.shape[0], window, decoded.sample_rate)
+            times = window_times(decoded.samples, window, decoded.sample_rate)
             segments = [
                 Segment(start=start, end=end, scores=dict(zip(names, row.tolist(), strict=True)))
                 for (start, end), row in zip(times, window_scores, strict=True)
             ]
+        embedding = None
+        if options.embedding and window_embeddings is not None:
+            spec = self.embedding_spec
+            vector = track_embedding(window_embeddings).tolist()
+            embedding = Embedding(
+                model_id=spec.model_id, kind=spec.kind, dim=spec.dim, vector=vector
+            )
+            for segment, window in zip(segments or [], window_embeddings, strict=False):
+                segment.embedding = window.tolist()
         return TagResponse(
             model_id=self.model_id,
             duration_seconds=decoded.duration_seconds,
             windows=int(window_scores.shape[0]),
             window_seconds=self.model.audio.window_seconds,
-            format=format_name(decoded.container),
+            format=format_name(decoded.info.container),
             tags=tags,
             segments=segments,
             timings=timings,
+            embedding=embedding,
         )
 
     # ----- descriptions -------------------------------------------------------------------

@@ -19,13 +19,17 @@ refused only when more than a quarter of its packets are corrupt. Samples are cl
 +/-100 (40 dB over full scale): no recording comes near it, and the absurd values of damaged or
 hostile float files would otherwise overflow the model's power spectrum into NaN.
 
-This module is plain Python (no FastAPI), so training and the command-line tagger use it too.
+`AudioStream` yields the audio in one-second chunks as it is decoded (the service's decode
+workers stream them into windows, so a two-hour file never exists as one array); `decode_audio`
+collects them. This module is plain Python (no FastAPI, no torch: a decode worker process imports
+only PyAV, soundfile and NumPy), so training and the command-line tagger use it too.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -33,8 +37,6 @@ from typing import BinaryIO
 import av
 import numpy as np
 import soundfile
-import torch
-import torchaudio
 
 AudioSource = bytes | str | os.PathLike[str]
 
@@ -91,15 +93,25 @@ MAX_CORRUPT_SHARE = 0.25
 CLIP = 100.0
 
 
-class _SampleBuffer:
-    """Collects decoded chunks and enforces the sample and decoding-work limits."""
+class _Restart:
+    """Yielded by `AudioStream` when the fallback decoder starts over: forget what came before."""
 
-    def __init__(self, max_samples: int | None, max_seconds: float | None) -> None:
-        self.chunks: list[np.ndarray] = []
+    def __repr__(self) -> str:
+        return "RESTART"
+
+
+RESTART = _Restart()
+Chunk = np.ndarray | _Restart
+
+
+class _Limits:
+    """Counts decoded samples and enforces the duration and decoding-work limits."""
+
+    def __init__(self, sample_rate: int, max_seconds: float | None) -> None:
         self.count = 0
         self.input_count = 0
-        self.max_samples = max_samples
         self.max_seconds = max_seconds
+        self.max_samples = None if max_seconds is None else int(max_seconds * sample_rate)
         self.max_input = (
             None if max_seconds is None else round(max_seconds * DENSEST_INPUT_PER_SECOND)
         )
@@ -114,22 +126,22 @@ class _SampleBuffer:
         if self.max_input is not None and self.input_count > self.max_input:
             raise self._too_long()
 
-    def add(self, chunk: np.ndarray) -> None:
-        self.count += len(chunk)
+    def add(self, samples: int) -> None:
+        """Count `samples` output samples (mono, at the target rate)."""
+        self.count += samples
         if self.max_samples is not None and self.count > self.max_samples:
             raise self._too_long()
-        self.chunks.append(chunk.astype(np.float32, copy=False))
 
-    def result(self) -> np.ndarray:
-        if not self.chunks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(self.chunks)
+
+def _clean(chunk: np.ndarray) -> np.ndarray:
+    chunk = np.nan_to_num(chunk.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(chunk, -CLIP, CLIP, out=chunk)
 
 
 def _downmix(frame: av.AudioFrame) -> np.ndarray:
     """Mean over channels of a packed float frame."""
     channels = len(frame.layout.channels)
-    return frame.to_ndarray().reshape(-1, channels).mean(axis=1)
+    return frame.to_ndarray().reshape(-1, channels).mean(axis=1, dtype=np.float32)
 
 
 class _Resampler:
@@ -144,85 +156,151 @@ class _Resampler:
     refuses frames unlike its first.
     """
 
-    def __init__(self, sample_rate: int, buffer: _SampleBuffer) -> None:
+    def __init__(self, sample_rate: int, limits: _Limits) -> None:
         self.sample_rate = sample_rate
-        self.buffer = buffer
+        self.limits = limits
         self._resampler: av.AudioResampler | None = None
         self._source: tuple[str, str, int] | None = None
 
-    def add(self, frame: av.AudioFrame) -> None:
-        self.buffer.add_input(frame.samples * len(frame.layout.channels))
+    def add(self, frame: av.AudioFrame) -> Iterator[np.ndarray]:
+        self.limits.add_input(frame.samples * len(frame.layout.channels))
         source = (frame.format.name, frame.layout.name, frame.sample_rate)
         if source != self._source:
-            self.flush()
+            yield from self.flush()
             self._resampler = av.AudioResampler(
                 format="flt", rate=self.sample_rate, frame_size=self.sample_rate
             )
             self._source = source
         assert self._resampler is not None
-        for out in self._resampler.resample(frame):
-            self.buffer.add(_downmix(out))
+        yield from self._downmixed(self._resampler.resample(frame))
 
-    def flush(self) -> None:
+    def flush(self) -> Iterator[np.ndarray]:
         if self._resampler is not None:
-            for out in self._resampler.resample(None):
-                self.buffer.add(_downmix(out))
+            yield from self._downmixed(self._resampler.resample(None))
+
+    def _downmixed(self, frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
+        for out in frames:
+            mono = _downmix(out)
+            self.limits.add(len(mono))
+            yield mono
 
 
-def _decode_pyav(
-    source: AudioSource, sample_rate: int, buffer: _SampleBuffer
-) -> tuple[np.ndarray, str]:
-    with av.open(_open_input(source), mode="r", metadata_errors="ignore") as container:
-        if not container.streams.audio:
-            raise AudioDecodeError("the file contains no audio stream")
-        stream = container.streams.audio[0]
-        resampler = _Resampler(sample_rate, buffer)
-        packets = corrupt = 0
+class AudioStream:
+    """The decoded audio of `source` as consecutive mono float32 chunks (about one second each).
+
+    Iterate once. Chunks are cleaned (non-finite values 0, clipped at +/-`CLIP`). When PyAV
+    fails after it already yielded audio and soundfile reads the file instead, the stream
+    yields `RESTART` and then the whole file again: the consumer drops what it had. After the
+    iteration, `decoder` and `container` say how the file was read.
+
+    Raises (while iterating):
+        AudioTooLongError: more than `max_seconds` of audio.
+        EmptyAudioError: no samples.
+        AudioDecodeError: neither PyAV nor soundfile can read it.
+    """
+
+    def __init__(
+        self, source: AudioSource, *, sample_rate: int = 16000, max_seconds: float | None = None
+    ) -> None:
+        self.source = source
+        self.sample_rate = sample_rate
+        self.max_seconds = max_seconds
+        self.decoder = ""
+        self.container = ""
+
+    def __iter__(self) -> Iterator[Chunk]:
+        emitted = 0
         try:
-            for packet in container.demux(stream):
-                packets += 1
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
-                    corrupt += 1
-                    continue
-                for frame in frames:
-                    resampler.add(frame)
-        except av.error.FFmpegError:
-            if not buffer.input_count:
+            for chunk in self._pyav(_Limits(self.sample_rate, self.max_seconds)):
+                emitted += len(chunk)
+                yield _clean(chunk)
+            self.decoder = "pyav"
+        except AudioTooLongError:
+            raise
+        except (av.error.FFmpegError, AudioDecodeError, ValueError, OSError) as pyav_error:
+            if emitted:
+                yield RESTART
+            emitted = 0
+            try:
+                for chunk in self._soundfile(_Limits(self.sample_rate, self.max_seconds)):
+                    emitted += len(chunk)
+                    yield _clean(chunk)
+                self.decoder = "soundfile"
+            except AudioTooLongError:
                 raise
-            corrupt += 1  # the container broke off (a truncated file): keep what came before
-        if corrupt > MAX_CORRUPT_SHARE * packets:
-            raise AudioDecodeError(f"{corrupt} of {packets} packets are corrupt")
-        resampler.flush()
-        return buffer.result(), str(container.format.name)
+            except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as sf_error:
+                source = self.source
+                if isinstance(source, str | os.PathLike) and not Path(source).exists():
+                    raise AudioDecodeError(f"no such file: {source}") from sf_error
+                raise AudioDecodeError(
+                    "could not decode the audio: it is not a supported format (mp3, wav, flac, "
+                    f"ogg/vorbis, opus, m4a/aac) or it is corrupted ({_first_line(pyav_error)})"
+                ) from pyav_error
+        if not emitted:
+            raise EmptyAudioError("the file contains no audio samples")
 
+    def _pyav(self, limits: _Limits) -> Iterator[np.ndarray]:
+        with av.open(_open_input(self.source), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError("the file contains no audio stream")
+            self.container = str(container.format.name)
+            stream = container.streams.audio[0]
+            resampler = _Resampler(self.sample_rate, limits)
+            packets = corrupt = 0
+            try:
+                for packet in container.demux(stream):
+                    packets += 1
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError:
+                        corrupt += 1
+                        continue
+                    for frame in frames:
+                        yield from resampler.add(frame)
+            except av.error.FFmpegError:
+                if not limits.input_count:
+                    raise
+                corrupt += 1  # the container broke off (a truncated file): keep what came before
+            if corrupt > MAX_CORRUPT_SHARE * packets:
+                raise AudioDecodeError(f"{corrupt} of {packets} packets are corrupt")
+            yield from resampler.flush()
 
-def _decode_soundfile(
-    source: AudioSource, sample_rate: int, buffer: _SampleBuffer
-) -> tuple[np.ndarray, str]:
-    with soundfile.SoundFile(_open_input(source)) as handle:
-        native_rate = int(handle.samplerate)
-        if native_rate <= 0:
-            raise AudioDecodeError("the file declares an invalid sample rate")
-        ratio = sample_rate / native_rate
-        native: list[np.ndarray] = []
-        for block in handle.blocks(blocksize=native_rate * 10, dtype="float32", always_2d=True):
-            buffer.add_input(block.size)
-            mono = block.mean(axis=1)
-            # Count in output samples so the limit means the same for both decoders.
-            buffer.count += round(len(mono) * ratio)
-            if buffer.max_samples is not None and buffer.count > buffer.max_samples:
-                assert buffer.max_seconds is not None
-                raise AudioTooLongError(buffer.max_seconds)
-            native.append(mono)
-        container = str(handle.format).lower()
-    if not native:
-        return np.zeros(0, dtype=np.float32), container
-    waveform = torch.from_numpy(np.concatenate(native))
-    if native_rate != sample_rate:
-        waveform = torchaudio.functional.resample(waveform, native_rate, sample_rate)
-    return waveform.numpy(), container
+    def _soundfile(self, limits: _Limits) -> Iterator[np.ndarray]:
+        with soundfile.SoundFile(_open_input(self.source)) as handle:
+            native_rate = int(handle.samplerate)
+            if native_rate <= 0:
+                raise AudioDecodeError("the file declares an invalid sample rate")
+            self.container = str(handle.format).lower()
+            resampler = (
+                None
+                if native_rate == self.sample_rate
+                else av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+            )
+            for block in handle.blocks(blocksize=native_rate, dtype="float32", always_2d=True):
+                limits.add_input(block.size)
+                mono = block.mean(axis=1, dtype=np.float32)
+                for out in self._resample_mono(resampler, mono, native_rate):
+                    limits.add(len(out))
+                    yield out
+            if resampler is not None:
+                for frame in resampler.resample(None):
+                    out = frame.to_ndarray().reshape(-1)
+                    limits.add(len(out))
+                    yield out
+
+    @staticmethod
+    def _resample_mono(
+        resampler: av.AudioResampler | None, mono: np.ndarray, native_rate: int
+    ) -> Iterator[np.ndarray]:
+        if resampler is None:
+            yield mono
+            return
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(mono)[np.newaxis, :], format="flt", layout="mono"
+        )
+        frame.sample_rate = native_rate
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().reshape(-1)
 
 
 def decode_audio(
@@ -231,42 +309,25 @@ def decode_audio(
     sample_rate: int = 16000,
     max_seconds: float | None = None,
 ) -> DecodedAudio:
-    """Decode `source` (bytes or a path) to mono float32 at `sample_rate`.
+    """Decode `source` (bytes or a path) to mono float32 at `sample_rate`, all at once.
 
     Raises:
         AudioTooLongError: more than `max_seconds` of audio.
         EmptyAudioError: no samples.
         AudioDecodeError: neither PyAV nor soundfile can read it.
     """
-    max_samples = None if max_seconds is None else int(max_seconds * sample_rate)
-    try:
-        samples, container = _decode_pyav(
-            source, sample_rate, _SampleBuffer(max_samples, max_seconds)
-        )
-        decoder = "pyav"
-    except AudioTooLongError:
-        raise
-    except (av.error.FFmpegError, AudioDecodeError, ValueError, OSError) as pyav_error:
-        try:
-            samples, container = _decode_soundfile(
-                source, sample_rate, _SampleBuffer(max_samples, max_seconds)
-            )
-            decoder = "soundfile"
-        except AudioTooLongError:
-            raise
-        except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as sf_error:
-            if isinstance(source, str | os.PathLike) and not Path(source).exists():
-                raise AudioDecodeError(f"no such file: {source}") from sf_error
-            raise AudioDecodeError(
-                "could not decode the audio: it is not a supported format (mp3, wav, flac, "
-                f"ogg/vorbis, opus, m4a/aac) or it is corrupted ({_first_line(pyav_error)})"
-            ) from pyav_error
-    if samples.size == 0:
-        raise EmptyAudioError("the file contains no audio samples")
-    samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    np.clip(samples, -CLIP, CLIP, out=samples)
+    stream = AudioStream(source, sample_rate=sample_rate, max_seconds=max_seconds)
+    chunks: list[np.ndarray] = []
+    for chunk in stream:
+        if isinstance(chunk, np.ndarray):
+            chunks.append(chunk)
+        else:
+            chunks.clear()
     return DecodedAudio(
-        samples=samples, sample_rate=sample_rate, decoder=decoder, container=container
+        samples=np.concatenate(chunks),
+        sample_rate=sample_rate,
+        decoder=stream.decoder,
+        container=stream.container,
     )
 
 

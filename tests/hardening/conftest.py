@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
-from tests.app.conftest import file_server
+from tests.app.conftest import checkpoint, file_server
+from tests.model.conftest import music
 
-__all__ = ["file_server"]  # the loopback file server of the service tests, shared
+# Shared with the service tests (an untrained checkpoint, the loopback file server) and the
+# model tests (real music fetched from Debian).
+__all__ = ["checkpoint", "file_server", "music"]

@@ -1,7 +1,7 @@
 """Hostile uploads: a deterministic corpus of files that try to break the decoding path.
 
 Every file is made here from a seed, nothing is downloaded or committed. Each one states the
-answers that are correct for it: most are narrow (the 1-hour file must be refused as too long,
+answers that are correct for it: most are narrow (the 3-hour file must be refused as too long,
 the 10 ms file must be tagged), a few damaged files may honestly go either way (a truncated mp3
 still holds decodable frames) and allow 200 as well as 422.
 
@@ -354,9 +354,9 @@ def hostile_corpus() -> list[HostileFile]:
 
     # Long, short, wide, slow and fast audio.
     add(
-        "silence-1h.flac",
-        "one hour of digital silence (44.1 kHz stereo FLAC, 0.6 MB)",
-        silent_flac(seconds=3600.0, sample_rate=44100, channels=2),
+        "silence-3h.flac",
+        "three hours of digital silence (44.1 kHz stereo FLAC, 1.7 MB): over the 2 h limit",
+        silent_flac(seconds=10800.0, sample_rate=44100, channels=2),
         TOO_LONG,
     )
     add(
@@ -399,8 +399,8 @@ def hostile_corpus() -> list[HostileFile]:
     )
     add(
         "1hz.wav",
-        "WAV at 1 Hz: 2,000 samples claim 33 minutes",
-        wav_header(channels=1, sample_rate=1, bits=16, data_bytes=4000) + bytes(4000),
+        "WAV at 1 Hz: 8,000 samples claim 2.2 hours",
+        wav_header(channels=1, sample_rate=1, bits=16, data_bytes=16000) + bytes(16000),
         TOO_LONG,
     )
     add(

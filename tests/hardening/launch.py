@@ -1,10 +1,10 @@
 """Run the real service (same app, same uvicorn runner as `tagger serve`) with test hooks.
 
     python -m tests.hardening.launch --host 127.0.0.1 --port 0 \\
-        --resolve music.example=127.0.0.2 --fail-silent-batches --crash-decoder-on MARKER
+        --resolve music.example=127.0.0.2 --fail-silent-batches
 
-Settings come from `TAGGER_*` variables as for `tagger serve`. The hooks are the ones
-`create_app` offers to tests, plus one for the decoder:
+Settings come from `TAGGER_*` variables as for `tagger serve` (decoder faults are a setting:
+`TAGGER_DECODE_FAULT_INJECTION`). The hooks are the ones `create_app` offers to tests:
 
 - `--resolve NAME=ADDRESS[,ADDRESS]`: the URL fetcher resolves NAME to these addresses; other
   names go to the system resolver, or all to one address with `--resolve-others ADDRESS`. Lets
@@ -12,8 +12,6 @@ Settings come from `TAGGER_*` variables as for `tagger serve`. The hooks are the
   fuzzed URLs from reaching out to the internet.
 - `--fail-silent-batches`: the model call raises for any batch holding a window of exact
   digital silence (nothing a client sends makes the real model raise).
-- `--crash-decoder-on MARKER`: decoding raises RuntimeError for any upload containing MARKER,
-  standing in for a decoder library that trips over a file.
 """
 
 from __future__ import annotations
@@ -24,18 +22,15 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from torch import Tensor
 
-import app.service.tagging as service_module
 from app.pipeline.defaults import InferFn
 from app.service.app import create_app
 from app.service.fetch import IPAddress, Resolver, system_resolver
 from app.service.logs import configure_logging
 from app.service.server import run_server
 from app.service.settings import Settings
-from model.audio.decode import decode_audio
 
 
 def mapped_resolver(
@@ -60,16 +55,6 @@ def fail_silent_batches(infer: InferFn) -> InferFn:
     return call
 
 
-def crash_decoder_on(marker: bytes) -> None:
-    def decode(source: Any, **kwargs: Any) -> Any:
-        if isinstance(source, bytes) and marker in source:
-            raise RuntimeError("injected decoder crash")
-        return decode_audio(source, **kwargs)
-
-    # The service calls decode_audio through its module's namespace.
-    service_module.decode_audio = decode  # type: ignore[attr-defined]
-
-
 def _parse_resolve(values: Sequence[str]) -> dict[str, list[IPAddress]]:
     names: dict[str, list[IPAddress]] = {}
     for value in values:
@@ -87,12 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--resolve-others", metavar="ADDRESS", help="every other name resolves to ADDRESS"
     )
     parser.add_argument("--fail-silent-batches", action="store_true")
-    parser.add_argument("--crash-decoder-on", metavar="MARKER")
     args = parser.parse_args(argv)
 
     settings = Settings(host=args.host, port=args.port)
-    if args.crash_decoder_on:
-        crash_decoder_on(args.crash_decoder_on.encode())
     configure_logging(settings.log_level)
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")

@@ -1,9 +1,12 @@
 """Injected faults in the real service, under concurrent load: a model exception fails only the
-batch it happened in, a decoder crash fails only its own request, and the service keeps serving.
-(SIGTERM during load is in test_shutdown.py.)
+batch it happened in; a decode worker that segfaults, hangs or exhausts its memory fails only its
+own request, is replaced, and the service stays ready throughout. (SIGTERM during load is in
+test_shutdown.py.)
 
-The service runs through tests/hardening/launch.py: the model call raises for any batch holding
-a window of exact digital silence, and decoding raises for any upload containing a marker.
+The service runs through tests/hardening/launch.py, so the model call raises for any batch
+holding a window of exact digital silence, and with `TAGGER_DECODE_FAULT_INJECTION` its decode
+worker processes kill themselves with SIGSEGV, sleep for ever, or allocate without bound on an
+upload carrying the matching marker (app/service/decode_worker.py).
 """
 
 from __future__ import annotations
@@ -16,28 +19,32 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from app.service.decode_worker import FAULT_HANG, FAULT_MEMORY, FAULT_SEGFAULT
 from tests.app.audio import silent_wav, wav_pcm16
 from tests.app.servers import ServiceProcess
 from tests.hardening.tools import problem_type, record
 
-MARKER = b"CRASH-THE-DECODER"
 MAX_BATCH = 8
+DECODE_TIMEOUT_S = 3.0
 NORMAL = wav_pcm16(2.0)  # one window
 SILENT = silent_wav(2.0)  # one window of silence: its batch fails
-CRASHING = wav_pcm16(2.0) + MARKER  # trailing bytes after the data chunk are ignored by decoders
+# Trailing bytes after a WAV's data chunk are ignored by decoders, so these are valid files.
+SEGFAULTING = wav_pcm16(2.0) + FAULT_SEGFAULT
+HANGING = wav_pcm16(2.0) + FAULT_HANG
+HOARDING = wav_pcm16(2.0) + FAULT_MEMORY
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServiceProcess]:
     process = ServiceProcess(
-        {"max_batch_windows": MAX_BATCH, "max_wait_ms": 20},
-        command=[
-            "-m",
-            "tests.hardening.launch",
-            "--fail-silent-batches",
-            "--crash-decoder-on",
-            MARKER.decode(),
-        ],
+        {
+            "max_batch_windows": MAX_BATCH,
+            "max_wait_ms": 20,
+            "max_concurrent_decodes": 2,
+            "decode_timeout_s": DECODE_TIMEOUT_S,
+            "decode_fault_injection": True,
+        },
+        command=["-m", "tests.hardening.launch", "--fail-silent-batches"],
     )
     try:
         process.wait_ready()
@@ -109,28 +116,66 @@ def test_a_model_exception_fails_only_its_batch(server: ServiceProcess) -> None:
     )
 
 
-def test_a_decoder_crash_fails_only_its_request(server: ServiceProcess) -> None:
+def readiness_watch(
+    server: ServiceProcess, stop: threading.Event
+) -> concurrent.futures.Future[list[int]]:
+    """/readyz statuses every 50 ms until `stop`."""
+
+    def watch() -> list[int]:
+        seen = []
+        while not stop.is_set():
+            seen.append(httpx.get(f"{server.url}/readyz", timeout=10).status_code)
+            time.sleep(0.05)
+        return seen
+
+    return concurrent.futures.ThreadPoolExecutor(1).submit(watch)
+
+
+@pytest.mark.parametrize(
+    ("fault", "upload", "reason"),
+    [
+        ("segfault", SEGFAULTING, "crashed"),
+        ("hang", HANGING, "timeout"),
+        ("memory", HOARDING, "memory"),
+    ],
+)
+def test_a_failing_decode_worker_fails_only_its_request(
+    server: ServiceProcess, fault: str, upload: bytes, reason: str
+) -> None:
+    restarts_before = server.metric("tagger_decoder_restarts_total", f'reason="{reason}"')
     stop = threading.Event()
     load = background_load(server, stop)
+    ready = readiness_watch(server, stop)
     time.sleep(1.0)
-    crashed = []
-    for _ in range(5):
-        crashed.append(post(server, CRASHING))
+    faulted = []
+    for _ in range(3):
+        started = time.monotonic()
+        response = post(server, upload)
+        faulted.append((response, time.monotonic() - started))
         time.sleep(0.3)
+    time.sleep(1.0)  # load continues after the last replacement
     stop.set()
     normal = load.result()
+    readiness = ready.result()
 
-    for response in crashed:
-        assert response.status_code == 422
-        assert problem_type(response) == "undecodable-audio"
-        assert "injected" not in response.text
+    for response, _ in faulted:
+        assert response.status_code == 422, response.text
+        assert problem_type(response) == "decoder-failed"
+        assert "other requests were not affected" in response.json()["detail"]
+    if fault == "hang":  # answered when the decode timeout fires, not at the deadline
+        assert all(DECODE_TIMEOUT_S <= seconds < DECODE_TIMEOUT_S + 5 for _, seconds in faulted)
     statuses = [status for _, _, status in normal]
-    assert statuses
+    assert len(statuses) >= 10
     assert set(statuses) == {200}
-    assert any("decoder raised" in line for line in server.lines)
+    assert set(readiness) == {200}
+    restarts = server.metric("tagger_decoder_restarts_total", f'reason="{reason}"')
+    assert restarts - restarts_before == len(faulted)
     record(
-        "decoder_fault",
-        crashing_requests=len(crashed),
+        f"decoder_{fault}",
+        faulted_requests=len(faulted),
+        faulted_seconds_max=round(max(seconds for _, seconds in faulted), 2),
         normal_requests=len(statuses),
         normal_ok=statuses.count(200),
+        readiness_checks=len(readiness),
+        readiness_ok=readiness.count(200),
     )

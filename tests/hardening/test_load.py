@@ -111,7 +111,7 @@ ONE_ADDRESS_MANY_CLIENTS = {"max_client_share": 1.0}
 
 def test_overload_is_answered_and_drains() -> None:
     """Short version for `make test`: one request in progress, 4 s at about 10x capacity."""
-    server = ServiceProcess({"max_inflight_requests": 1})
+    server = ServiceProcess({"max_inflight_requests": 1, **ONE_ADDRESS_MANY_CLIENTS})
     try:
         server.wait_ready()
         run = asyncio.run(open_loop(f"{server.url}/tag", rate=12.0, seconds=4.0, files=CLIP))

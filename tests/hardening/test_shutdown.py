@@ -130,6 +130,7 @@ def test_requests_still_queued_at_the_shutdown_timeout_are_answered_503() -> Non
             "max_batch_windows": 1,
             "max_wait_ms": 0,
             "max_queued_windows": 400,
+            "max_request_queued_windows": 24,
             "shutdown_drain_s": 0,
             "shutdown_timeout_s": 1.0,
             "torch_threads": 1,

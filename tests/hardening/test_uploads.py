@@ -1,7 +1,7 @@
 """Hostile uploads against the real service: the corpus of tests/hardening/corpus.py, uploads
 that smuggle playlists, and property-based fuzzing with hypothesis.
 
-The server runs with production settings (the bundled model, 50 MB uploads, 15 minutes of
+The server runs with production settings (the bundled model, 200 MB uploads, 2 hours of
 audio). Every answer must be 200 or a 4xx problem body, never a 5xx; the process must survive
 everything; its peak memory must stay under PEAK_RSS_BOUND.
 """

@@ -45,6 +45,9 @@
   const bars = $("bars");
   const canvas = $("heatmap");
   const heatmapDescription = $("heatmap-description");
+  const similarSection = $("similar");
+  const similarStatus = $("similar-status");
+  const similarList = $("similar-list");
 
   let pending = null; // AbortController of the request in flight
   let objectUrl = null; // of the picked file, revoked when the next one is picked
@@ -52,6 +55,7 @@
   let heat = null; // {base, plotX, plotW, plotH, width, height, duration} of the drawn map
   let frame = 0;
   let repeat = null; // sends the last file or URL again, when the number of tags changes
+  let catalog = false; // the service has a catalogue this model can search (GET /catalog)
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -171,12 +175,14 @@
     clearError();
     player.pause();
     results.hidden = true;
+    similarSection.hidden = true;
     shown = null;
     setState("busy", `Tagging ${name}…`);
     try {
       const response = await send(controller.signal);
       if (controller !== pending) return;
       render(response, name, audioSource);
+      findSimilar(response, controller);
       const seconds = (response.timings.total_ms / 1000).toFixed(1);
       setState(
         "done",
@@ -199,6 +205,7 @@
     const form = new FormData();
     form.append("file", file, file.name);
     const query = new URLSearchParams({ top_k: String(topK()), segments: "true" });
+    if (catalog) query.set("embedding", "true");
     return run(
       file.name || "the file",
       "file",
@@ -209,7 +216,7 @@
 
   function tagUrl(url) {
     repeat = () => tagUrl(url);
-    const body = JSON.stringify({ url, top_k: topK(), segments: true });
+    const body = JSON.stringify({ url, top_k: topK(), segments: true, embedding: catalog });
     return run(
       nameOfUrl(url),
       "url",
@@ -222,6 +229,70 @@
         }),
       url,
     );
+  }
+
+  // ---- similar tracks: the tagged track's embedding searched in the catalogue ----
+
+  async function loadCatalog() {
+    try {
+      const body = await callApi("/catalog");
+      catalog = body.compatible && body.tracks > 0;
+    } catch (error) {
+      catalog = false; // 404: this service has no catalogue
+    }
+  }
+
+  async function findSimilar(response, controller) {
+    if (!catalog || !response.embedding) return;
+    similarList.replaceChildren();
+    similarStatus.textContent = "Searching the catalogue…";
+    similarSection.hidden = false;
+    try {
+      const found = await callApi("/catalog/search", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ embedding: response.embedding, top: 10 }),
+        signal: controller.signal,
+      });
+      if (controller !== pending && pending !== null) return;
+      renderSimilar(found.results);
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      similarStatus.textContent = `${explain(error, "page")} ${sentence(error.detail || "")}`;
+    }
+  }
+
+  function renderSimilar(tracks) {
+    similarList.replaceChildren();
+    similarStatus.textContent = tracks.length
+      ? `${plural(tracks.length, "track")}, most similar first (cosine similarity, 1 is identical).`
+      : "The catalogue has no tracks yet.";
+    tracks.forEach((track) => {
+      const item = document.createElement("li");
+      item.className = "similar-item";
+      const title = document.createElement("span");
+      title.className = "similar-name";
+      title.textContent = track.file.split("/").pop();
+      title.title = track.file;
+      const score = document.createElement("span");
+      score.className = "similar-score";
+      score.textContent = track.similarity.toFixed(3);
+      const tags = document.createElement("span");
+      tags.className = "muted similar-tags";
+      tags.textContent =
+        `${clock(track.duration_seconds)} · ` +
+        track.top_tags.slice(0, 3).map((t) => `${t.tag} ${t.score.toFixed(2)}`).join(", ");
+      item.append(title, score, tags);
+      if (track.audio_url) {
+        const audio = document.createElement("audio");
+        audio.controls = true;
+        audio.preload = "none";
+        audio.src = track.audio_url;
+        audio.setAttribute("aria-label", `Play ${title.textContent}`);
+        item.append(audio);
+      }
+      similarList.append(item);
+    });
   }
 
   // ---- results: summary, bars ----
@@ -558,4 +629,5 @@
   }).observe(canvas.parentElement);
 
   loadModel();
+  loadCatalog();
 })();

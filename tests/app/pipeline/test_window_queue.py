@@ -107,3 +107,35 @@ def test_what_the_queue_refuses() -> None:
         queue.take(0)
     assert queue.take(3) == [Part(a, 0, 1)]
     assert queue.take(3) == []
+
+
+def test_fair_order_serves_the_least_served_job_first_and_every_job_a_window() -> None:
+    queue: WindowQueue[Job] = WindowQueue(fair=True)
+    long, clip = Job("long"), Job("clip")
+    queue.add(long, 0, open=True)
+    queue.extend(long, 8)
+    assert spans(queue.take(8)) == [("long", 0, 8)]
+    queue.extend(long, 8)
+    queue.add(clip, 9)
+    # The clip has had nothing computed: it fills the batch after the long job's one window.
+    assert spans(queue.take(8)) == [("clip", 0, 7), ("long", 8, 1)]
+    assert spans(queue.take(8)) == [("clip", 7, 2), ("long", 9, 6)]
+    assert queue.queued == 1
+
+
+def test_a_streamed_job_completes_only_once_closed() -> None:
+    queue: WindowQueue[Job] = WindowQueue(fair=True)
+    job = Job("stream")
+    queue.add(job, 0, open=True)
+    assert len(queue) == 0  # nothing to take yet
+    queue.extend(job, 2)
+    (part,) = queue.take(4)
+    assert spans([part]) == [("stream", 0, 2)]
+    assert not queue.complete(part)  # more windows may follow
+    assert job in queue
+    assert queue.close(job)  # all two were scored: complete now
+    assert job not in queue
+    closed = Job("closed")
+    queue.add(closed, 1)
+    with pytest.raises(ValueError, match="closed"):
+        queue.extend(closed, 1)

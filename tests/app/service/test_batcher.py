@@ -23,8 +23,6 @@ from app.service.batcher import (
     BatcherStoppedError,
     BatchFailedError,
     DeadlineExceededError,
-    QueueFullError,
-    TooManyWindowsError,
 )
 from app.service.metrics import Metrics
 from model.checkpoint import load_checkpoint
@@ -81,7 +79,11 @@ def windows(n: int, seed: int, marked: bool = False) -> Tensor:
 
 
 def make(
-    infer: InferFn, warm_up: Callable[[], object] | None = None, **overrides: float
+    infer: InferFn,
+    warm_up: Callable[[], object] | None = None,
+    *,
+    fair: bool = True,
+    **overrides: float,
 ) -> tuple[Batcher, Metrics]:
     metrics = Metrics()
     options: dict[str, float] = {
@@ -96,6 +98,7 @@ def make(
         max_batch_windows=int(options["max_batch_windows"]),
         max_wait_s=options["max_wait_s"],
         max_queued_windows=int(options["max_queued_windows"]),
+        fair=fair,
         metrics=metrics,
         warm_up=warm_up,
     )
@@ -231,7 +234,9 @@ async def test_a_failing_warm_up_never_reports_ready(
     assert "no model here" in batcher.warmup_error
 
 
-async def test_admission_is_bounded_in_windows(infer: InferFn, stopper: list[Batcher]) -> None:
+async def test_windows_over_the_bound_wait_for_room_instead_of_failing(
+    infer: InferFn, stopper: list[Batcher]
+) -> None:
     gate = Gate(infer)
     batcher, metrics = make(gate, max_batch_windows=4, max_queued_windows=8, max_wait_s=0.0)
     stopper.append(batcher)
@@ -239,17 +244,75 @@ async def test_admission_is_bounded_in_windows(infer: InferFn, stopper: list[Bat
     first = asyncio.ensure_future(batcher.submit(windows(4, seed=6), deadline=later(60)))
     await gate.wait_entered()  # the model holds the first batch; the queue is empty again
     second = asyncio.ensure_future(batcher.submit(windows(6, seed=7), deadline=later(60)))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
     assert batcher.queued_windows == 6
     assert sample(metrics, "tagger_queued_windows") == 6
-    with pytest.raises(QueueFullError) as full:
-        await batcher.submit(windows(3, seed=8), deadline=later(60))
-    assert (full.value.windows, full.value.queued, full.value.capacity) == (3, 6, 8)
-    with pytest.raises(TooManyWindowsError):
-        await batcher.submit(windows(9, seed=9), deadline=later(60))
+    third = asyncio.ensure_future(batcher.submit(windows(3, seed=8), deadline=later(60)))
+    big = asyncio.ensure_future(batcher.submit(windows(9, seed=9), deadline=later(60)))
+    await asyncio.sleep(0.05)
+    assert batcher.queued_windows == 6  # neither fits beside the six: both wait, none fails
+    assert not third.done()
+    assert not big.done()
     gate.opened.set()
     assert (await first).scores.shape == (4, 50)
     assert (await second).scores.shape == (6, 50)
+    assert (await third).scores.shape == (3, 50)
+    assert (await big).scores.shape == (9, 50)
+
+
+async def test_a_long_stream_enters_a_few_windows_at_a_time_and_short_requests_overtake_it(
+    infer: InferFn, stopper: list[Batcher]
+) -> None:
+    batcher = Batcher(
+        infer,
+        window_samples=WINDOW,
+        max_batch_windows=8,
+        max_wait_s=0.0,
+        max_queued_windows=64,
+        max_request_queued_windows=4,
+    )
+    stopper.append(batcher)
+    batcher.start(warmup=False)
+    done: list[str] = []
+
+    async def long() -> None:
+        stream = batcher.open(deadline=later(5), deadline_per_window_s=1.0)
+        for group in range(10):
+            await stream.put(windows(4, seed=100 + group))
+            assert batcher.queued_windows <= 4 + 2  # its share, beside the short request
+        assert stream.windows == 40
+        assert stream.deadline > later(40)  # five seconds, plus one per window put
+        stream.close()
+        result = await stream.result()
+        assert result.scores.shape == (40, 50)
+        done.append("long")
+
+    async def short() -> None:
+        await asyncio.sleep(0.2)
+        result = await batcher.submit(windows(2, seed=99), deadline=later(60))
+        assert result.scores.shape == (2, 50)
+        done.append("short")
+
+    await asyncio.gather(long(), short())
+    assert done == ["short", "long"]
+
+
+async def test_a_stream_gets_the_rows_it_would_get_at_once(
+    infer: InferFn, stopper: list[Batcher]
+) -> None:
+    batcher, _ = make(infer, max_wait_s=0.0)
+    stopper.append(batcher)
+    batcher.start(warmup=False)
+    whole = windows(11, seed=30)
+    at_once = await batcher.submit(whole, deadline=later(60))
+    stream = batcher.open(deadline=later(60))
+    for first, count in [(0, 3), (3, 1), (4, 7)]:
+        await stream.put(whole[first : first + count])
+    stream.close()
+    streamed = await stream.result()
+    torch.testing.assert_close(streamed.scores, at_once.scores, rtol=0, atol=1e-6)
+    expected = infer(whole)
+    torch.testing.assert_close(streamed.scores, expected, rtol=0, atol=1e-5)
 
 
 async def test_windows_past_their_deadline_are_dropped_before_compute(
@@ -297,7 +360,7 @@ async def test_a_cancelled_request_drops_its_queued_windows(
 async def test_a_failing_batch_fails_only_its_own_requests(
     infer: InferFn, stopper: list[Batcher]
 ) -> None:
-    batcher, metrics = make(faulty(infer), max_batch_windows=2)
+    batcher, metrics = make(faulty(infer), fair=False, max_batch_windows=2)
     stopper.append(batcher)
     batcher.start(warmup=False)
     # FIFO with 2-window batches: [before], [marked], [after].
@@ -322,7 +385,7 @@ async def test_a_failing_batch_fails_only_its_own_requests(
 async def test_requests_sharing_a_failing_batch_all_fail(
     infer: InferFn, stopper: list[Batcher]
 ) -> None:
-    batcher, metrics = make(faulty(infer), max_batch_windows=8)
+    batcher, metrics = make(faulty(infer), fair=False, max_batch_windows=8)
     stopper.append(batcher)
     batcher.start(warmup=False)
     # Three windows in one batch of 8; the middle request's first window is marked, and the

@@ -21,6 +21,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.app.audio import encode
 from tests.app.browser import find_chromium, full_page_png, start_chromium
+from tests.app.catalog.music import build_catalog, make_excerpts
 from tests.app.servers import FileServer, Route, ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -142,6 +143,7 @@ def test_upload_draws_bars_and_heat_map(
 
     assert "Tagged generated music.mp3" in browser.find_element(By.ID, "status").text
     assert browser.find_element(By.ID, "results").is_displayed()
+    assert not browser.find_element(By.ID, "similar").is_displayed()  # no catalogue here
     tags = bar_tags(browser)
     assert len(tags) == TOP_K
     groups = browser.find_elements(By.CSS_SELECTOR, "#bars .bar-group h4")
@@ -293,3 +295,53 @@ def test_phone_width(phone: webdriver.Chrome, server: ServiceProcess, tmp_path: 
     canvas = phone.find_element(By.ID, "heatmap")
     assert canvas.rect["width"] <= phone.execute_script("return window.innerWidth")
     full_page_png(phone, tmp_path / "phone.png")
+
+
+@pytest.fixture(scope="module")
+def catalog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """The service with a catalogue of six excerpts of real music (two per track)."""
+    folder = tmp_path_factory.mktemp("music")
+    make_excerpts(folder)
+    database = build_catalog(folder, tmp_path_factory.mktemp("catalog") / "catalog.db")
+    process = ServiceProcess(
+        {"catalog": str(database), "torch_threads": 1, "max_batch_windows": 8, "max_wait_ms": 5}
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_similar_tracks_in_the_catalogue_are_listed_and_playable(
+    browser: webdriver.Chrome, catalog_server: ServiceProcess, tmp_path: Path
+) -> None:
+    query = tmp_path / "techno excerpt.flac"
+    excerpts = make_excerpts(tmp_path)
+    query.write_bytes(excerpts["techno-b"].read_bytes())
+    open_page(browser, catalog_server)
+    upload(browser, query)
+    assert wait_finished(browser) == "done", browser.find_element(By.ID, "error").text
+    wait_for(browser, lambda c: c.find_elements(By.CSS_SELECTOR, "#similar-list li"))
+    section = browser.find_element(By.ID, "similar")
+    assert section.is_displayed()
+    assert "Similar tracks in the catalogue" in section.text
+    items = browser.find_elements(By.CSS_SELECTOR, "#similar-list li")
+    assert len(items) == 6
+    names = [i.find_element(By.CLASS_NAME, "similar-name").text for i in items]
+    # Its own catalogued copy first, then the other excerpt of the same track.
+    assert names[:2] == ["techno-b.flac", "techno-a.flac"]
+    assert items[0].find_element(By.CLASS_NAME, "similar-score").text == "1.000"
+    # Every result plays from the service.
+    played = browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const audio = document.querySelector("#similar-list li:nth-child(2) audio");
+        audio.preload = "metadata";
+        audio.addEventListener("loadedmetadata", () => done(audio.duration), {once: true});
+        audio.addEventListener("error", () => done(-1), {once: true});
+        audio.load();
+        """
+    )
+    assert played == pytest.approx(8.0, abs=0.1)
+    assert no_horizontal_scroll(browser)
