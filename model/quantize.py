@@ -154,8 +154,8 @@ def calibration_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".int8.safetensors")
 
 
-class _Convolutions(nn.Module):
-    """The convolutional part of a Query2Label model, mel in, projected feature map out.
+class _Blocks(nn.Module):
+    """The residual blocks of a Query2Label backbone, mel in, backbone features out.
 
     Each residual block gets two ReLU modules instead of one shared one: the quantizer groups
     nodes by the module that made them, and one module called twice forms a partition with two
@@ -165,13 +165,28 @@ class _Convolutions(nn.Module):
     def __init__(self, model: TaggingModel) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(_SplitReluBlock(block) for block in model.backbone)  # type: ignore[union-attr]
-        self.dense: nn.Module = model.dense  # type: ignore[assignment]
-        self.input_proj: nn.Module = model.input_proj  # type: ignore[assignment]
 
     def forward(self, mel: Tensor) -> Tensor:
         for block in self.blocks:
             mel = block(mel)  # (B, 1, 128, 231) -> ... -> (B, C, 4, 8)
-        return self.input_proj(self.dense(mel))  # -> (B, d_model, 4, 8)
+        return mel
+
+
+class _Convolutions(nn.Module):
+    """All convolutions (blocks, 1×1 head, input projection) in one module, for comparisons."""
+
+    def __init__(self, model: TaggingModel) -> None:
+        super().__init__()
+        self.blocks = _Blocks(model)
+        self.head = _head(model)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        return self.head(self.blocks(mel))  # (B, 1, 128, 231) -> (B, d_model, 4, 8)
+
+
+def _head(model: TaggingModel) -> nn.Module:
+    """The 1×1 dense head and the input projection: backbone features -> (B, d_model, 4, 8)."""
+    return nn.Sequential(model.dense, model.input_proj)  # type: ignore[arg-type]
 
 
 class _SplitReluBlock(nn.Module):
@@ -193,24 +208,28 @@ def supports_int8(model: TaggingModel) -> str | None:
     return None
 
 
-def _prepare(model: TaggingModel, batch: int) -> nn.Module:
-    """The convolutions exported at one batch size, with observers inserted."""
+def _prepare(model: TaggingModel, batch: int) -> dict[str, nn.Module]:
+    """The two convolutional parts exported at one batch size, with observers inserted: the
+    backbone (whose output is also the embedding, so it stays a separate graph) and the head."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
     reason = supports_int8(model)
     if reason:
         raise CalibrationError(reason)
-    convolutions = _Convolutions(copy.deepcopy(model).eval().float()).to(
-        memory_format=torch.contiguous_format
-    )
+    float_model = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)
+    parts = {"backbone": _Blocks(float_model).eval(), "head": _head(float_model).eval()}
     # One static graph per batch size: inductor cannot constant-fold oneDNN's int8 weight
     # prepacking in a graph exported with a dynamic batch dimension.
-    mel = torch.zeros(batch, 1, *_mel_shape(model))
-    exported = torch.export.export(convolutions, (mel,)).module()
-    quantizer = x86.X86InductorQuantizer()
-    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
-    prepared: nn.Module = prepare_pt2e(exported, quantizer)
+    example = torch.zeros(batch, 1, *_mel_shape(model))
+    prepared: dict[str, nn.Module] = {}
+    for name, part in parts.items():
+        exported = torch.export.export(part, (example,)).module()
+        quantizer = x86.X86InductorQuantizer()
+        quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared[name] = prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            example = part(example)  # the next part's input shape
     return prepared
 
 
@@ -228,13 +247,24 @@ class _PerBatch(nn.Module):
         self.graphs = nn.ModuleDict({str(batch): graph for batch, graph in graphs.items()})
 
     def forward(self, mel: Tensor) -> Tensor:
-        return self.graphs[str(mel.shape[0])](mel)
+        return self.graphs[str(mel.shape[0])](mel)  # (B, ...) -> (B, ...), int8 inside
+
+    def compile(self) -> None:
+        """Compile each int8 graph with inductor (frozen weights: oneDNN's prepacked int8
+        kernels). The rest of the model stays eager: compiled together with the transformer,
+        inductor 2.14 fails on the embedding path's strides."""
+        # torchao's int8 lowering reads the global flag; the per-compile option alone leaves
+        # oneDNN's weight-prepack op in the graph.
+        torch._inductor.config.freezing = True
+        for name in list(self.graphs):
+            self.graphs[name] = torch.compile(self.graphs[name], dynamic=False)  # type: ignore[assignment]
 
 
-def _observer_state(prepared: nn.Module) -> dict[str, Tensor]:
+def _observer_state(prepared: dict[str, nn.Module]) -> dict[str, Tensor]:
     return {
-        name: value.detach().clone()
-        for name, value in prepared.state_dict().items()
+        f"{part}.{name}": value.detach().clone()
+        for part, module in prepared.items()
+        for name, value in module.state_dict().items()
         if "activation_post_process" in name
     }
 
@@ -247,14 +277,16 @@ def calibrate_observers(model: TaggingModel, windows: Tensor, batch: int = 8) ->
     prepared = _prepare(model, batch)
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch):
-            prepared(model.frontend(windows[start : start + batch].float()))  # type: ignore[operator]
+            features = model.frontend(windows[start : start + batch].float())  # type: ignore[operator]
+            for part in prepared.values():
+                features = part(features)
     return _observer_state(prepared)
 
 
 def quantize_model(
     model: TaggingModel, observers: Mapping[str, Tensor], batch_sizes: tuple[int, ...]
 ) -> TaggingModel:
-    """A copy of `model` whose convolutions are int8 graphs, one per batch size in
+    """A copy of `model` whose convolutions are int8 graphs, one per part and batch size in
     `batch_sizes` (compile it to make it fast; other batch sizes raise KeyError).
 
     Raises:
@@ -264,7 +296,7 @@ def quantize_model(
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    graphs: dict[int, nn.Module] = {}
+    graphs: dict[str, dict[int, nn.Module]] = {"backbone": {}, "head": {}}
     for batch in batch_sizes:
         prepared = _prepare(model, batch)
         expected = set(_observer_state(prepared))
@@ -274,15 +306,22 @@ def quantize_model(
                 f"the calibration does not match this model's graph (missing {missing[:3]}, "
                 f"unexpected {extra[:3]}); rerun scripts/calibrate_int8.py"
             )
-        prepared.load_state_dict(dict(observers), strict=False)
-        converted = convert_pt2e(prepared)
-        allow_exported_model_train_eval(converted)  # the runtime calls .eval() on the model
-        graphs[batch] = converted
+        for part, module in prepared.items():
+            state = {
+                name.removeprefix(part + "."): value
+                for name, value in observers.items()
+                if name.startswith(part + ".")
+            }
+            module.load_state_dict(state, strict=False)
+            converted = convert_pt2e(module)
+            allow_exported_model_train_eval(converted)  # the runtime calls .eval() on the model
+            graphs[part][batch] = converted
     quantized = copy.deepcopy(model).eval()
-    # The converted graphs replace the whole convolutional part; the model's own forward then
-    # runs them where it calls the backbone, and the two later steps become identities.
-    quantized.backbone = _PerBatch(graphs)
-    quantized.dense = nn.Identity()
+    # The model's own forward runs the int8 graphs where it calls its backbone and its dense
+    # head (so the backbone features, which are also the embedding, stay what they were); the
+    # input projection is part of the head graph.
+    quantized.backbone = _PerBatch(graphs["backbone"])
+    quantized.dense = _PerBatch(graphs["head"])
     quantized.input_proj = nn.Identity()
     return quantized
 

@@ -291,7 +291,12 @@ class Runtime:
         self.warmup_seconds: float | None = None
         self._compiled = self.options.compile != "off"
         self._forward: Forward = self._eager_forward
-        if self._compiled:
+        if self._compiled and self.int8:
+            # Only the int8 graphs are compiled (model.quantize._PerBatch.compile).
+            for module in self.model.modules():
+                if hasattr(module, "graphs"):
+                    module.compile()
+        elif self._compiled:
             self._forward = self._compile(self._eager_forward)
 
     @property
@@ -323,10 +328,6 @@ class Runtime:
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, 64)
         options: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": True}
-        if self.int8:
-            # torchao's int8 lowering (weight prepacking folded into constants) reads the global
-            # flag; the per-compile option alone leaves oneDNN's prepack op in the graph.
-            torch._inductor.config.freezing = True
         if self.device.type == "cuda":
             options["triton.cudagraphs"] = True
         compiled: Forward = torch.compile(forward, dynamic=False, options=options)

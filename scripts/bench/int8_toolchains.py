@@ -90,11 +90,13 @@ def main() -> int:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     started = time.monotonic()
-    prepared = _prepare(model, args.batch)
+    parts = _prepare(model, args.batch)
     with torch.no_grad():
         for i in range(0, mels.shape[0] - args.batch + 1, args.batch):
-            prepared(mels[i : i + args.batch])
-    converted = convert_pt2e(prepared)
+            features = mels[i : i + args.batch]
+            for part in parts.values():
+                features = part(features)
+    converted = torch.nn.Sequential(*(convert_pt2e(part) for part in parts.values()))
     torch._inductor.config.freezing = True
     ao = torch.compile(converted, dynamic=False)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import torch
 
 from model.audio.decode import decode_audio
 from model.checkpoint import load_checkpoint
+from model.embedding import split_rows
 from model.inference import split_windows
 from model.quantize import (
     AccuracyCheck,
@@ -134,15 +135,19 @@ def test_int8_matches_fp32_eager_on_real_music(music: Path) -> None:
     windows = torch.cat(stacks)
     assert windows.shape[0] % 8 == 0  # only the largest shape gets compiled
     shipped = Int8Calibration.load(calibration_path(DEFAULT))
-    reference = Runtime(load_checkpoint(DEFAULT).model, CPU, RuntimeOptions("fp32", False, "off"))
+    reference = Runtime(
+        load_checkpoint(DEFAULT).model, CPU, RuntimeOptions("fp32", False, "off", embeddings=True)
+    )
     int8 = Runtime(
         checkpoint.model,
         CPU,
-        RuntimeOptions("int8", compile="on"),
+        RuntimeOptions("int8", compile="on", embeddings=True),
         int8_observers=shipped.observers,
     )
 
-    expected, actual = reference(windows), int8(windows)
+    n_tags = checkpoint.model.n_classes
+    expected, expected_embedding = split_rows(reference(windows), n_tags)
+    actual, actual_embedding = split_rows(int8(windows), n_tags)
 
     assert int8.info().precision == "int8"
     assert int8.info().compiled
@@ -151,3 +156,8 @@ def test_int8_matches_fp32_eager_on_real_music(music: Path) -> None:
     top_actual = actual.topk(5).indices.sort().values
     agreement = (top_expected == top_actual).all(dim=1).float().mean().item()
     assert agreement >= 0.95, agreement
+    # The backbone stays its own int8 graph, so the embedding (its pooled features) survives.
+    assert actual_embedding is not None
+    assert expected_embedding is not None
+    similarity = torch.nn.functional.cosine_similarity(actual_embedding, expected_embedding)
+    assert similarity.min().item() >= 0.99, similarity.min().item()
