@@ -8,11 +8,14 @@ per tensor with scales observed on real music. The mel front end stays fp32 and 
 transformer (its matmuls are small, and autocast around a quantised graph would break the
 quantise-dequantise patterns inductor fuses into int8 kernels):
 
-    waveform -> fp32 log-mel -> [int8 convolutions: torch.export + X86InductorQuantizer]
-             -> fp32 transformer -> logits
+    waveform -> fp32 log-mel -> [int8 backbone] -> features (also the embedding)
+             -> [int8 dense head + input projection] -> fp32 transformer -> logits
 
+Each bracket is a graph made by torch.export and the X86InductorQuantizer, one per batch size.
 A quantised graph only runs fast once inductor compiled it (eagerly it is a reference
-implementation full of quantise/dequantise ops), so an int8 runtime is always a compiled one.
+implementation full of quantise/dequantise ops), so an int8 runtime is always a compiled one;
+only the int8 graphs are compiled, the rest runs eagerly (compiled as a whole with the
+embedding path, inductor 2.14 fails on a stride).
 
 Calibration happens once, offline (`scripts/calibrate_int8.py`), and its result is a small
 sidecar beside the checkpoint, `NAME.int8.safetensors`: the observers' state (activation ranges
