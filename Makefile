@@ -37,7 +37,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench
 
 # The long reliability tests against real servers (hostile uploads, fuzzing, SSRF, 10x overload,
 # faults, SIGTERM), then docs/reliability.md from their figures. About 10 minutes.

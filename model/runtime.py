@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -35,10 +35,13 @@ from torch import Tensor
 from model.base import TaggingModel
 from model.embedding import scores_and_embedding_rows
 
+if TYPE_CHECKING:
+    from model.quantize import Int8Calibration
+
 logger = logging.getLogger("model.runtime")
 
 Forward = Callable[[Tensor], Tensor]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 CompileMode = Literal["auto", "on", "off"]
 
 CPU_MAX_CHUNK = 8
@@ -103,14 +106,72 @@ def resolve_precision(
     obeyed even where it is slow.
     """
     if precision != "auto":
+        if precision == "int8":  # int8 convolutions; the rest runs in fp32 (model.quantize)
+            return None
         if precision not in _DTYPES:
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+            raise ValueError(f"precision must be auto, fp32, bf16, fp16 or int8, got {precision!r}")
         return _DTYPES[precision]
     return auto_precision(
         device.type,
         cuda_bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
         cpu_bf16=device.type == "cpu" and cpu_has_native_bf16(),
         cpu_autocast=cpu_autocast,
+    )
+
+
+@dataclass(frozen=True)
+class Int8Decision:
+    """Whether a runtime should quantise to int8, and why (for the log and `/model`)."""
+
+    use: bool
+    reason: str
+
+
+def int8_decision(
+    precision: Precision | str,
+    device: torch.device,
+    *,
+    compile: CompileMode | str,
+    cpu_flags: tuple[str, ...],
+    calibration: Int8Calibration | None,
+    problem: str | None = None,
+) -> Int8Decision:
+    """The int8 rule. `auto` uses int8 only where the CPU has int8 dot products (`cpu_flags`,
+    see `model.quantize.cpu_int8_flags`), the checkpoint's calibration passed its own accuracy
+    check and int8 measured faster than the bf16 (or fp32) fast path. `int8` forces it, except
+    that a checkpoint failing its accuracy check is always refused. `problem` says why there
+    is no usable calibration (missing, unreadable, made for another checkpoint).
+    """
+    if precision not in ("auto", "int8"):
+        return Int8Decision(False, f"precision {precision} was asked for")
+    if device.type != "cpu":
+        return Int8Decision(False, f"int8 runs on CPUs; the device is {device.type}")
+    if compile == "off":
+        return Int8Decision(False, "int8 needs compiled graphs and compilation is off")
+    if calibration is None:
+        return Int8Decision(False, problem or "the checkpoint has no int8 calibration")
+    if not calibration.check.passed:
+        return Int8Decision(
+            False,
+            f"the checkpoint fails its own int8 accuracy check: {calibration.check.describe()}",
+        )
+    speed = calibration.speed
+    measured = (
+        "no speed measured"
+        if speed is None
+        else f"int8 measured {speed.ratio:.2f}x the {speed.reference} fast path at batch "
+        f"{speed.batch} on {speed.cpu}"
+    )
+    if precision == "int8":
+        return Int8Decision(True, f"int8 was asked for ({measured})")
+    if not cpu_flags:
+        return Int8Decision(
+            False, "this CPU has no int8 dot products (avx512_vnni, avx_vnni, amx_int8)"
+        )
+    if speed is None or not speed.faster:
+        return Int8Decision(False, f"int8 is not faster here: {measured}")
+    return Int8Decision(
+        True, f"the CPU has {', '.join(cpu_flags)}; accuracy check passed; {measured}"
     )
 
 
@@ -160,8 +221,10 @@ class RuntimeOptions:
     embeddings: bool = False
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", *_DTYPES):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("auto", "int8", *_DTYPES):
+            raise ValueError(
+                f"precision must be auto, fp32, bf16, fp16 or int8, got {self.precision!r}"
+            )
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
         if self.max_chunk < 0:
@@ -190,6 +253,8 @@ class Runtime:
         device: Where to run.
         options: Precision, memory format and compilation choices.
         max_batch: Largest number of windows callers pass at once (the batcher's maximum).
+        int8_observers: With precision "int8": the calibration's observer state (see
+            `model.quantize`); the runtime quantises the model's convolutions with it.
 
     Calling it: (N, window_samples) float32 windows, on the host or the device, for any N ->
     (N, n_classes) float32 probabilities on the CPU; with `options.embeddings`, (N, n_classes +
@@ -203,20 +268,35 @@ class Runtime:
         options: RuntimeOptions | None = None,
         *,
         max_batch: int = 64,
+        int8_observers: Mapping[str, Tensor] | None = None,
     ) -> None:
         self.options = options or RuntimeOptions()
         self.device = device
         self.dtype = resolve_precision(self.options.precision, device)
+        self.int8 = self.options.precision == "int8"
+        if self.int8:
+            if device.type != "cpu" or int8_observers is None:
+                raise ValueError("int8 runs on a CPU and needs the checkpoint's calibration")
+            if self.options.compile == "off":
+                raise ValueError("int8 needs compilation (a quantised graph is slow eagerly)")
+            from model.quantize import quantize_model
+        cap = self.options.max_chunk or (CPU_MAX_CHUNK if device.type == "cpu" else max_batch)
+        self.shapes = batch_shapes(min(cap, max_batch))
+        if self.int8 and int8_observers is not None:
+            model = quantize_model(model.to(device).eval(), int8_observers, self.shapes)
         self.model = model.to(device).eval()
         if self.options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        cap = self.options.max_chunk or (CPU_MAX_CHUNK if device.type == "cpu" else max_batch)
-        self.shapes = batch_shapes(min(cap, max_batch))
         self.compile_error: str | None = None
         self.warmup_seconds: float | None = None
         self._compiled = self.options.compile != "off"
         self._forward: Forward = self._eager_forward
-        if self._compiled:
+        if self._compiled and self.int8:
+            # Only the int8 graphs are compiled (model.quantize._PerBatch.compile).
+            for module in self.model.modules():
+                if hasattr(module, "graphs"):
+                    module.compile()
+        elif self._compiled:
             self._forward = self._compile(self._eager_forward)
 
     @property
@@ -301,7 +381,9 @@ class Runtime:
             try:
                 self(windows)
             except Exception as error:
-                if not (self._compiled and self.options.compile == "auto"):
+                # An int8 graph that did not compile is not worth running eagerly: raise, so
+                # that the caller keeps its other runtime.
+                if not (self._compiled and self.options.compile == "auto") or self.int8:
                     raise
                 self.compile_error = f"{type(error).__name__}: {str(error)[:500]}"
                 logger.warning("compilation failed, running eagerly: %s", self.compile_error)
@@ -316,7 +398,11 @@ class Runtime:
         dtype = self.dtype
         return RuntimeInfo(
             device=str(self.device),
-            precision="fp32" if dtype is None else {torch.bfloat16: "bf16"}.get(dtype, "fp16"),
+            precision="int8"
+            if self.int8
+            else "fp32"
+            if dtype is None
+            else {torch.bfloat16: "bf16"}.get(dtype, "fp16"),
             channels_last=self.options.channels_last,
             compiled=self._compiled,
             compile_error=self.compile_error,

@@ -110,9 +110,10 @@ def _add_tag_parser(commands: Any) -> None:
     )
     tag.add_argument("--device", help="auto, cpu, cuda or cuda:N (TAGGER_DEVICE, auto)")
     tag.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"],
+        "--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"],
         help="inference precision (TAGGER_PRECISION; default auto: bf16 where the CPU or GPU "
-        "computes it natively, else fp32)",
+        "computes it natively, else fp32; int8 with --compile where the checkpoint's int8 "
+        "calibration allows it, see docs/performance.md)",
     )  # fmt: skip
     tag.add_argument(
         "--compile", choices=["auto", "on", "off"], default="off",

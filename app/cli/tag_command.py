@@ -9,6 +9,7 @@ finished is written, so --resume continues from there).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 import time
@@ -38,6 +39,7 @@ from app.cli.output import (
     read_previous,
 )
 from app.pipeline.describe import decision_thresholds
+from app.pipeline.int8 import plan_int8
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.runtime import Runtime, RuntimeOptions, resolve_device
 
@@ -154,7 +156,20 @@ def _runtime(options: TagRunOptions, checkpoint: Checkpoint, device: torch.devic
         compile=options.compile,
         embeddings=True,
     )
-    runtime = Runtime(checkpoint.model, device, prepared, max_batch=options.batch_windows)
+    plan = plan_int8(checkpoint, prepared, device)
+    if options.precision == "int8" or (options.precision == "auto" and options.compile != "off"):
+        _say(f"{'int8' if plan.use else 'not int8'}: {plan.decision.reason}")
+    if not plan.use:
+        prepared = plan.fallback(prepared)
+    else:
+        prepared = dataclasses.replace(prepared, precision="int8")
+    runtime = Runtime(
+        checkpoint.model,
+        device,
+        prepared,
+        max_batch=options.batch_windows,
+        int8_observers=plan.observers,
+    )
     if options.compile != "off":
         # Compiles every batch shape now; with "auto" a failure falls back to eager execution.
         _say(f"compiling batch shapes {list(runtime.shapes)} (this can take minutes)")

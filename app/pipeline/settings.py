@@ -29,10 +29,13 @@ class ModelSettings(BaseSettings):
     device: str = Field(
         default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'."
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         default="auto",
         description="Inference precision: 'auto' is bf16 where the CPU or GPU computes it "
-        "natively (fp16 on older GPUs), else fp32; the mel front end always stays fp32.",
+        "natively (fp16 on older GPUs), else fp32, and int8 convolutions on a CPU with int8 "
+        "dot products when the checkpoint's int8 calibration passed its accuracy check and "
+        "measured faster; 'int8' forces int8 (refused for a checkpoint failing its check); "
+        "the mel front end always stays fp32.",
     )
     channels_last: bool = Field(
         default=True, description="Channels-last memory format for the convolutions."

@@ -18,6 +18,10 @@ batch by the worker, so a batch runs wholly on one path and no request waits for
 
 `compile="on"` keeps its strict meaning: compile during warm-up, ready only once compiled, and
 a failure keeps the service unready. `compile="off"` never compiles.
+
+Int8 (`app/pipeline/int8.py` decides): the compiled runtime is the int8 one, quantised in the
+compile thread, so the eager bf16 path still serves within seconds of start; the eager runtime
+is never int8 (a quantised graph is slow until compiled).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from app.pipeline.int8 import Int8Plan
 from model.base import TaggingModel
 from model.runtime import Runtime, RuntimeOptions
 
@@ -51,6 +56,7 @@ class Execution:
         max_batch: Largest batch callers pass.
         on_switch: Called (on the compile thread) after batches switched to compiled graphs, or
             after compilation failed, so that descriptions can be republished.
+        int8: The int8 decision; when it is yes, the compiled runtime is int8.
     """
 
     def __init__(
@@ -61,15 +67,30 @@ class Execution:
         *,
         max_batch: int,
         on_switch: Callable[[], None] | None = None,
+        int8: Int8Plan | None = None,
     ) -> None:
         self.mode = options.compile
         self._on_switch = on_switch
+        self.int8 = int8
+        self._observers = int8.observers if int8 is not None and int8.use else None
+        # The compiled runtime's options: int8 when the plan says so, else never int8.
+        if self._observers is not None:
+            options = dataclasses.replace(options, precision="int8")
+        elif int8 is not None:
+            options = int8.fallback(options)
         self._options = options
         self._max_batch = max_batch
-        serving = options if self.mode == "on" else dataclasses.replace(options, compile="off")
-        self.runtime = Runtime(model, device, serving, max_batch=max_batch)
-        # The compiled runtime of compile="auto", made when warm-up starts the compile thread.
-        self._pending: Runtime | None = None
+        if self.mode == "on":
+            self.runtime = Runtime(
+                model, device, options, max_batch=max_batch, int8_observers=self._observers
+            )
+        else:
+            eager = dataclasses.replace(options, compile="off")
+            if eager.precision == "int8":
+                eager = dataclasses.replace(eager, precision="auto")
+            self.runtime = Runtime(model, device, eager, max_batch=max_batch)
+        # Whether the compile thread of compile="auto" runs (started by warm-up).
+        self._pending: bool = False
         self.compile_error: str | None = None
         self.compile_seconds: float | None = None
         self._thread: threading.Thread | None = None
@@ -81,7 +102,7 @@ class Execution:
         if self.runtime.info().compiled:
             return "compiled"
         # Without a warm-up (TAGGER_WARMUP=false) nothing ever starts the compile thread.
-        return "compiling" if self._pending is not None else "eager"
+        return "compiling" if self._pending else "eager"
 
     def __call__(self, windows: Tensor) -> Tensor:
         # One read of the attribute per batch: a switch never splits a batch between paths.
@@ -106,22 +127,32 @@ class Execution:
             # Copied after the eager runtime prepared it (device, memory format, eval mode), and
             # only now, so that a service without warm-up never holds a second model.
             twin = copy.deepcopy(runtime.model)
-            self._pending = Runtime(twin, runtime.device, self._options, max_batch=self._max_batch)
             logger.info(
-                "compiling batch shapes %s in the background; requests are served eagerly "
+                "compiling batch shapes %s%s in the background; requests are served eagerly "
                 "meanwhile (about 2 minutes on a 2-core CPU with an empty compile cache)",
-                list(self._pending.shapes),
+                list(runtime.shapes),
+                " in int8" if self._observers is not None else "",
             )
+            self._pending = True
             self._thread = threading.Thread(
-                target=self._compile, name="tagger-compile", daemon=True
+                target=self._compile,
+                args=(twin, runtime.device),
+                name="tagger-compile",
+                daemon=True,
             )
             self._thread.start()
 
-    def _compile(self) -> None:
-        pending = self._pending
-        assert pending is not None
+    def _compile(self, twin: TaggingModel, device: torch.device) -> None:
         started = time.monotonic()
         try:
+            # Made here, not in warm_up: quantising to int8 takes seconds (export, convert).
+            pending = Runtime(
+                twin,
+                device,
+                self._options,
+                max_batch=self._max_batch,
+                int8_observers=self._observers,
+            )
             pending.warm_up()
         except Exception as error:  # compile="auto": keep serving eagerly
             self.compile_error = f"{type(error).__name__}: {str(error)[:500]}"
@@ -138,7 +169,7 @@ class Execution:
                     self.compile_seconds,
                     extra={"execution": "compiled", "compile_seconds": self.compile_seconds},
                 )
-        self._pending = None
+        self._pending = False
         if self._on_switch is not None:
             self._on_switch()
 

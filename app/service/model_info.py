@@ -38,6 +38,8 @@ def describe_model(service: TaggingService) -> ModelInfo:
             compile_error=runtime.compile_error or execution.compile_error,
             warmup_seconds=runtime.warmup_seconds,
             compile_seconds=execution.compile_seconds,
+            int8=service.int8.use,
+            int8_reason=service.int8.decision.reason,
         ),
         batching=BatchingInfo(
             max_batch_windows=settings.max_batch_windows,

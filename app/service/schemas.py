@@ -167,7 +167,10 @@ class BatchingInfo(BaseModel):
 class RuntimeDescription(BaseModel):
     """How the model is executed (see model/runtime.py)."""
 
-    precision: str = Field(description="fp32, bf16 or fp16 (autocast around an fp32 front end).")
+    precision: str = Field(
+        description="fp32, bf16 or fp16 (autocast around an fp32 front end), or int8 (int8 "
+        "convolutions, fp32 front end and transformer)."
+    )
     channels_last: bool
     compile: str = Field(description="The compile setting: auto, on or off.")
     compiled: bool = Field(description="Whether torch.compile graphs are in use.")
@@ -185,6 +188,14 @@ class RuntimeDescription(BaseModel):
     compile_seconds: float | None = Field(
         default=None,
         description="Time the background compilation took; null until batches run compiled.",
+    )
+    int8: bool = Field(
+        default=False, description="Whether the compiled graphs are (or will be) int8."
+    )
+    int8_reason: str | None = Field(
+        default=None,
+        description="Why int8 is or is not used (CPU int8 dot products, the checkpoint's own "
+        "accuracy check, measured speed; see docs/performance.md).",
     )
 
 

@@ -26,6 +26,7 @@ from app.pipeline.describe import (
     track_scores,
     window_times,
 )
+from app.pipeline.int8 import plan_int8
 from app.service.batcher import (
     Batcher,
     BatcherStoppedError,
@@ -162,12 +163,15 @@ class TaggingService:
         self.model = self.checkpoint.model
         self.tags = self.checkpoint.metadata.tags
         self.thresholds = torch.tensor(self.checkpoint.metadata.thresholds, dtype=torch.float32)
+        options = runtime_options(settings)
+        self.int8 = plan_int8(self.checkpoint, options, self.device)
         self.execution = Execution(
             self.model,
             self.device,
-            runtime_options(settings),
+            options,
             max_batch=settings.max_batch_windows,
             on_switch=self._publish_model_info,
+            int8=self.int8,
         )
         infer: InferFn = self.execution
         self._batcher = Batcher(

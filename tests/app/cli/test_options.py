@@ -51,7 +51,7 @@ def test_an_invalid_precision_still_stops_tag_with_a_clear_message(
     assert done.returncode == 2
     assert "invalid settings" in done.stderr
     assert "precision" in done.stderr
-    assert "'auto', 'fp32', 'bf16' or 'fp16'" in done.stderr
+    assert "'auto', 'fp32', 'bf16', 'fp16' or 'int8'" in done.stderr
     assert done.stdout == ""
 
 

@@ -1,0 +1,356 @@
+"""Int8 inference for the convolutional part of a tagger, with torchao's PT2E flow.
+
+Where the CPU has int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX-INT8), oneDNN's int8
+convolutions do four multiply-adds per lane where bf16 does two. This module quantises the
+convolutions of a Query2Label model (the backbone, the 1×1 dense head and the input projection,
+which together take about 85 % of its time), statically: weights per output channel, activations
+per tensor with scales observed on real music. The mel front end stays fp32 and so does the
+transformer (its matmuls are small, and autocast around a quantised graph would break the
+quantise-dequantise patterns inductor fuses into int8 kernels):
+
+    waveform -> fp32 log-mel -> [int8 backbone] -> features (also the embedding)
+             -> [int8 dense head + input projection] -> fp32 transformer -> logits
+
+Each bracket is a graph made by torch.export and the X86InductorQuantizer, one per batch size.
+A quantised graph only runs fast once inductor compiled it (eagerly it is a reference
+implementation full of quantise/dequantise ops), so an int8 runtime is always a compiled one;
+only the int8 graphs are compiled, the rest runs eagerly (compiled as a whole with the
+embedding path, inductor 2.14 fails on a stride).
+
+Calibration happens once, offline (`scripts/calibrate_int8.py`), and its result is a small
+sidecar beside the checkpoint, `NAME.int8.safetensors`: the observers' state (activation ranges
+and histograms), the checkpoint's own accuracy check on the calibration windows (int8 against
+fp32: max |difference| and top-5 agreement) and the measured speed against the bf16 fast path.
+Preparing int8 at start-up then needs no audio: export, load the observers, convert, compile.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from model.base import TaggingModel
+from model.blocks import ResBlock2d
+
+MAX_SCORE_DIFF = 0.03
+"""Largest |int8 - fp32| sigmoid score a checkpoint may show on its calibration windows."""
+MIN_TOP5_AGREEMENT = 0.95
+"""Smallest share of calibration windows whose top-5 tags must be identical to fp32's."""
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+"""/proc/cpuinfo flags of x86 int8 dot-product instructions (any one is enough)."""
+
+_METADATA_KEY = "music_tagger_int8"
+_FORMAT = "music-tagger-int8-calibration"
+
+
+class CalibrationError(Exception):
+    """A calibration that cannot be used with this checkpoint or this toolchain."""
+
+
+def cpu_int8_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The int8 dot-product flags this CPU reports (from /proc/cpuinfo text, or read it)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return tuple(flag for flag in INT8_CPU_FLAGS if flag in flags)
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """Int8 against fp32 on the calibration windows."""
+
+    windows: int
+    max_abs_diff: float
+    top5_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= MAX_SCORE_DIFF and self.top5_agreement >= MIN_TOP5_AGREEMENT
+
+    def describe(self) -> str:
+        return (
+            f"max |int8 - fp32| {self.max_abs_diff:.4f} (limit {MAX_SCORE_DIFF}), identical "
+            f"top-5 on {self.top5_agreement:.1%} of {self.windows} windows "
+            f"(limit {MIN_TOP5_AGREEMENT:.0%})"
+        )
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """Compiled int8 against the compiled bf16 (or fp32) fast path, same run, same batch."""
+
+    batch: int
+    int8_windows_per_s: float
+    reference: str
+    reference_windows_per_s: float
+    cpu: str
+
+    @property
+    def ratio(self) -> float:
+        return self.int8_windows_per_s / self.reference_windows_per_s
+
+    @property
+    def faster(self) -> bool:
+        return self.ratio > 1.0
+
+
+@dataclass(frozen=True)
+class Int8Calibration:
+    """What `calibrate` learnt about one checkpoint; saved beside it."""
+
+    checkpoint_sha256: str
+    observers: dict[str, Tensor]
+    check: AccuracyCheck
+    speed: SpeedCheck | None
+    source: str  # where the calibration audio came from, for the record
+
+    def save(self, path: Path) -> Path:
+        document = {
+            "format": _FORMAT,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "check": asdict(self.check),
+            "speed": asdict(self.speed) if self.speed else None,
+            "source": self.source,
+            "torch": torch.__version__,
+        }
+        tensors = {name: value.contiguous() for name, value in self.observers.items()}
+        save_file(tensors, str(path), metadata={_METADATA_KEY: json.dumps(document)})
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Int8Calibration:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                document = json.loads((handle.metadata() or {})[_METADATA_KEY])
+                observers = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+            raise CalibrationError(f"{path}: not an int8 calibration file ({error})") from error
+        if document.get("format") != _FORMAT:
+            raise CalibrationError(f"{path}: not an int8 calibration file")
+        speed = document.get("speed")
+        return cls(
+            checkpoint_sha256=document["checkpoint_sha256"],
+            observers=observers,
+            check=AccuracyCheck(**document["check"]),
+            speed=SpeedCheck(**speed) if speed else None,
+            source=document.get("source", ""),
+        )
+
+
+def calibration_path(checkpoint: Path) -> Path:
+    """Where a checkpoint's int8 calibration lives: `NAME.int8.safetensors` beside it."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".int8.safetensors")
+
+
+class _Blocks(nn.Module):
+    """The residual blocks of a Query2Label backbone, mel in, backbone features out.
+
+    Each residual block gets two ReLU modules instead of one shared one: the quantizer groups
+    nodes by the module that made them, and one module called twice forms a partition with two
+    outputs, which X86InductorQuantizer refuses.
+    """
+
+    def __init__(self, model: TaggingModel) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(_SplitReluBlock(block) for block in model.backbone)  # type: ignore[union-attr]
+
+    def forward(self, mel: Tensor) -> Tensor:
+        for block in self.blocks:
+            mel = block(mel)  # (B, 1, 128, 231) -> ... -> (B, C, 4, 8)
+        return mel
+
+
+class _Convolutions(nn.Module):
+    """All convolutions (blocks, 1×1 head, input projection) in one module, for comparisons."""
+
+    def __init__(self, model: TaggingModel) -> None:
+        super().__init__()
+        self.blocks = _Blocks(model)
+        self.head = _head(model)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        return self.head(self.blocks(mel))  # (B, 1, 128, 231) -> (B, d_model, 4, 8)
+
+
+def _head(model: TaggingModel) -> nn.Module:
+    """The 1×1 dense head and the input projection: backbone features -> (B, d_model, 4, 8)."""
+    return nn.Sequential(model.dense, model.input_proj)  # type: ignore[arg-type]
+
+
+class _SplitReluBlock(nn.Module):
+    def __init__(self, block: ResBlock2d) -> None:
+        super().__init__()
+        self.block = block
+        self.relu_inner, self.relu_out = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:  # the same arithmetic as ResBlock2d.forward
+        b = self.block
+        out = b.bn_2(b.conv_2(self.relu_inner(b.bn_1(b.conv_1(x)))))
+        return self.relu_out(out + b.shortcut(x))
+
+
+def supports_int8(model: TaggingModel) -> str | None:
+    """None if `model` can be quantised here, else why not."""
+    if model.architecture != "q2l":
+        return f"int8 is implemented for q2l models, not {model.architecture}"
+    return None
+
+
+def _prepare(model: TaggingModel, batch: int) -> dict[str, nn.Module]:
+    """The two convolutional parts exported at one batch size, with observers inserted: the
+    backbone (whose output is also the embedding, so it stays a separate graph) and the head."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    reason = supports_int8(model)
+    if reason:
+        raise CalibrationError(reason)
+    float_model = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)
+    parts = {"backbone": _Blocks(float_model).eval(), "head": _head(float_model).eval()}
+    # One static graph per batch size: inductor cannot constant-fold oneDNN's int8 weight
+    # prepacking in a graph exported with a dynamic batch dimension.
+    example = torch.zeros(batch, 1, *_mel_shape(model))
+    prepared: dict[str, nn.Module] = {}
+    for name, part in parts.items():
+        exported = torch.export.export(part, (example,)).module()
+        quantizer = x86.X86InductorQuantizer()
+        quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+        prepared[name] = prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            example = part(example)  # the next part's input shape
+    return prepared
+
+
+def _mel_shape(model: TaggingModel) -> tuple[int, int]:
+    with torch.no_grad():
+        mel = model.frontend.float()(torch.zeros(1, model.audio.window_samples))  # type: ignore[operator]
+    return int(mel.shape[2]), int(mel.shape[3])
+
+
+class _PerBatch(nn.Module):
+    """One converted int8 graph per batch size, picked by the input's batch."""
+
+    def __init__(self, graphs: dict[int, nn.Module]) -> None:
+        super().__init__()
+        self.graphs = nn.ModuleDict({str(batch): graph for batch, graph in graphs.items()})
+
+    def forward(self, mel: Tensor) -> Tensor:
+        return self.graphs[str(mel.shape[0])](mel)  # (B, ...) -> (B, ...), int8 inside
+
+    def compile(self) -> None:
+        """Compile each int8 graph with inductor (frozen weights: oneDNN's prepacked int8
+        kernels). The rest of the model stays eager: compiled together with the transformer,
+        inductor 2.14 fails on the embedding path's strides."""
+        # torchao's int8 lowering reads the global flag; the per-compile option alone leaves
+        # oneDNN's weight-prepack op in the graph.
+        torch._inductor.config.freezing = True
+        for name in list(self.graphs):
+            self.graphs[name] = torch.compile(self.graphs[name], dynamic=False)  # type: ignore[assignment]
+
+
+def _observer_state(prepared: dict[str, nn.Module]) -> dict[str, Tensor]:
+    return {
+        f"{part}.{name}": value.detach().clone()
+        for part, module in prepared.items()
+        for name, value in module.state_dict().items()
+        if "activation_post_process" in name
+    }
+
+
+def calibrate_observers(model: TaggingModel, windows: Tensor, batch: int = 8) -> dict[str, Tensor]:
+    """Observe activation ranges of `model`'s convolutions on `windows` (N, window_samples),
+    `batch` windows at a time (N must be a multiple of it)."""
+    if windows.shape[0] % batch:
+        raise ValueError(f"{windows.shape[0]} windows are not a multiple of {batch}")
+    prepared = _prepare(model, batch)
+    with torch.no_grad():
+        for start in range(0, windows.shape[0], batch):
+            features = model.frontend(windows[start : start + batch].float())  # type: ignore[operator]
+            for part in prepared.values():
+                features = part(features)
+    return _observer_state(prepared)
+
+
+def quantize_model(
+    model: TaggingModel, observers: Mapping[str, Tensor], batch_sizes: tuple[int, ...]
+) -> TaggingModel:
+    """A copy of `model` whose convolutions are int8 graphs, one per part and batch size in
+    `batch_sizes` (compile it to make it fast; other batch sizes raise KeyError).
+
+    Raises:
+        CalibrationError: the observers do not fit this model's graph (another checkpoint's
+            calibration, or a torch/torchao whose export names the observers differently).
+    """
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    graphs: dict[str, dict[int, nn.Module]] = {"backbone": {}, "head": {}}
+    for batch in batch_sizes:
+        prepared = _prepare(model, batch)
+        expected = set(_observer_state(prepared))
+        if expected != set(observers):
+            missing, extra = sorted(expected - set(observers)), sorted(set(observers) - expected)
+            raise CalibrationError(
+                f"the calibration does not match this model's graph (missing {missing[:3]}, "
+                f"unexpected {extra[:3]}); rerun scripts/calibrate_int8.py"
+            )
+        for part, module in prepared.items():
+            state = {
+                name.removeprefix(part + "."): value
+                for name, value in observers.items()
+                if name.startswith(part + ".")
+            }
+            module.load_state_dict(state, strict=False)
+            converted = convert_pt2e(module)
+            allow_exported_model_train_eval(converted)  # the runtime calls .eval() on the model
+            graphs[part][batch] = converted
+    quantized = copy.deepcopy(model).eval()
+    # The model's own forward runs the int8 graphs where it calls its backbone and its dense
+    # head (so the backbone features, which are also the embedding, stay what they were); the
+    # input projection is part of the head graph.
+    quantized.backbone = _PerBatch(graphs["backbone"])
+    quantized.dense = _PerBatch(graphs["head"])
+    quantized.input_proj = nn.Identity()
+    return quantized
+
+
+def accuracy_check(reference: Tensor, quantized: Tensor) -> AccuracyCheck:
+    """Compare (N, n_classes) fp32 scores with int8 scores of the same windows."""
+    top_reference = reference.topk(5, dim=1).indices.sort(dim=1).values
+    top_quantized = quantized.topk(5, dim=1).indices.sort(dim=1).values
+    agreement = (top_reference == top_quantized).all(dim=1).float().mean().item()
+    return AccuracyCheck(
+        windows=int(reference.shape[0]),
+        max_abs_diff=(quantized - reference).abs().max().item(),
+        top5_agreement=agreement,
+    )
+
+
+def describe_calibration(calibration: Int8Calibration) -> dict[str, Any]:
+    """The calibration's record, for logs and `/model`."""
+    speed = calibration.speed
+    return {
+        "check": calibration.check.describe(),
+        "passed": calibration.check.passed,
+        "speed": None
+        if speed is None
+        else f"int8 {speed.int8_windows_per_s:.1f} against {speed.reference} "
+        f"{speed.reference_windows_per_s:.1f} windows/s at batch {speed.batch} "
+        f"({speed.ratio:.2f}x) on {speed.cpu}",
+        "source": calibration.source,
+    }
