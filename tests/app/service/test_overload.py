@@ -95,7 +95,7 @@ def _multipart(data: bytes) -> bytes:
 
 def test_a_client_that_disconnects_has_its_windows_dropped(busy_server: ServiceProcess) -> None:
     port = int(busy_server.url.rsplit(":", 1)[1])
-    body, big = _multipart(clip_with_windows(12)), clip_with_windows(36)
+    body, big = _multipart(clip_with_windows(40)), clip_with_windows(36)
     batches_before = busy_server.metric("tagger_batch_size_windows_count")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(post, busy_server, big)
@@ -111,11 +111,13 @@ def test_a_client_that_disconnects_has_its_windows_dropped(busy_server: ServiceP
             wait_for(busy_server, "tagger_inflight_requests", 3)
             time.sleep(0.2)  # decoded and queued beside the first request's windows
         # The connection is closed here, long before the model reaches most of its windows
-        # (batches alternate between the two requests, one window each).
+        # (it takes 40 one-window batches; the least-served request goes first).
         wait_for(busy_server, "tagger_dropped_windows_total", 1, 'reason="cancelled"')
         assert first.result().status_code == 200
     dropped = busy_server.metric("tagger_dropped_windows_total", 'reason="cancelled"')
     assert dropped >= 1
     computed = busy_server.metric("tagger_batch_size_windows_count") - batches_before
-    assert computed == 36 + 12 - dropped
+    # The first request's 36, and of the other's 40 neither the dropped ones nor those still
+    # waiting to enter the queue when it left.
+    assert 36 <= computed <= 36 + 40 - dropped
     assert busy_server.metric("tagger_requests_total", 'endpoint="/tag",outcome="cancelled"') == 1
