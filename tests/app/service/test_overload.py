@@ -67,8 +67,8 @@ def test_windows_over_the_queue_bound_wait_for_room_and_are_tagged(
     big, more = clip_with_windows(36), clip_with_windows(31)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, busy_server, big)
-        wait_for(busy_server, "tagger_queued_windows", 30)
-        # 31 more windows cannot all fit next to the 30+ still queued: the rest waits.
+        wait_for(busy_server, "tagger_queued_windows", 20)
+        # 31 more windows cannot all fit next to the 20+ still queued: the rest waits.
         second = pool.submit(post, busy_server, more)
         peak = 0.0
         while not second.done():
