@@ -43,16 +43,8 @@ from model.quantize import (  # noqa: E402
     describe_calibration,
 )
 from model.runtime import Runtime, RuntimeOptions, resolve_precision  # noqa: E402
+from training.fetch_music import RESERVED_PACKAGES  # noqa: E402
 
-RESERVED = {
-    "hedgewars-data",
-    "colobot-common-sounds",
-    "drascula-music",
-    "openclonk-data",
-    "hyperrogue-music",
-    "planetblupi-music-ogg",
-    "lugaru-data",
-}
 TEST_TRACKS = {  # tests/model/test_quantize.py checks int8 on these; calibration leaves them out
     "nexuiz-music/brainsukker.ogg",
     "wesnoth-1.16-music/traveling_minstrels.ogg",
@@ -65,7 +57,7 @@ def calibration_windows(
     music: Path, packages: list[str], per_track: int, window: int, max_tracks: int
 ) -> tuple[torch.Tensor, list[str]]:
     """Windows of real music from the fetched packages, and the tracks they came from."""
-    reserved = RESERVED.intersection(packages)
+    reserved = RESERVED_PACKAGES.intersection(packages)
     if reserved:
         raise SystemExit(f"reserved packages may not be used for calibration: {sorted(reserved)}")
     tracks: list[str] = []

@@ -47,18 +47,7 @@ from model.base import TaggingModel  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.inference import split_windows  # noqa: E402
 from training.distill.corpus import TEST_PACKAGES  # noqa: E402
-
-RESERVED = frozenset(
-    {
-        "hedgewars-data",
-        "colobot-common-sounds",
-        "drascula-music",
-        "openclonk-data",
-        "hyperrogue-music",
-        "planetblupi-music-ogg",
-        "lugaru-data",
-    }
-)
+from training.fetch_music import RESERVED_PACKAGES  # noqa: E402
 
 Pool = Callable[[Tensor], Tensor]
 """A captured layer output for a batch of windows -> (B, D) per-window vectors."""
@@ -155,8 +144,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
-    if RESERVED & set(args.packages):
-        parser.error(f"reserved packages may not be used: {sorted(RESERVED & set(args.packages))}")
+    if RESERVED_PACKAGES & set(args.packages):
+        parser.error(
+            f"reserved packages may not be used: {sorted(RESERVED_PACKAGES & set(args.packages))}"
+        )
     torch.set_num_threads(args.threads)
     records = [
         json.loads(line) for line in (args.music / "manifest.jsonl").read_text().splitlines()

@@ -73,6 +73,20 @@ class PackageSpec:
 
 FOF = "usr/share/games/fretsonfire/data/songs"
 
+# Kept for an independent evaluation: never fetched here, and refused by every script that picks
+# music for training, validation, calibration, tuning or evaluation.
+RESERVED_PACKAGES = frozenset(
+    {
+        "hedgewars-data",
+        "colobot-common-sounds",
+        "drascula-music",
+        "openclonk-data",
+        "hyperrogue-music",
+        "planetblupi-music-ogg",
+        "lugaru-data",
+    }
+)
+
 PACKAGES: dict[str, PackageSpec] = {
     "wesnoth-1.16-music": PackageSpec("usr/share/games/wesnoth/1.16/data/core/music", "GPL-2+"),
     "warzone2100-music": PackageSpec("usr/share/games/warzone2100/music", "GPL-2+"),
@@ -107,6 +121,7 @@ PACKAGES: dict[str, PackageSpec] = {
         "usr/share/scratch/Media/Sounds", "CC-BY-SA-3.0 (MIT Media Lab)", ("Vocals", "Music Loops")
     ),
 }
+assert not RESERVED_PACKAGES & PACKAGES.keys(), "a reserved package is among the fetched ones"
 
 
 # --------------------------------------------------------------------------- audio

@@ -341,7 +341,7 @@ class TaggingService:
         stream = self._open_stream(deadline)
         try:
             stream, decoded = await self._decode_into(stream, data)
-            del data  # the worker has the file; only queued windows stay in memory
+            del data  # the worker has the file (the route still holds the upload until the end)
             stream.close()
             result = await stream.result()
         except BaseException as error:

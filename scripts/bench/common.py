@@ -17,17 +17,9 @@ import soundfile
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from training.fetch_music import RESERVED_PACKAGES  # noqa: E402
 
 MUSIC = ROOT / "data" / "music"
-RESERVED = {
-    "hedgewars-data",
-    "colobot-common-sounds",
-    "drascula-music",
-    "openclonk-data",
-    "hyperrogue-music",
-    "planetblupi-music-ogg",
-    "lugaru-data",
-}
 # Clips for the service and the decode benchmark are cut from these (fetched by the tests).
 CLIP_TRACKS = [
     "nexuiz-music/brainsukker.ogg",
@@ -67,7 +59,7 @@ def manifest(music: Path = MUSIC) -> list[dict[str, object]]:
     return [
         e
         for e in entries
-        if e["package"] not in RESERVED and (music / str(e["local_path"])).exists()
+        if e["package"] not in RESERVED_PACKAGES and (music / str(e["local_path"])).exists()
     ]
 
 
