@@ -13,9 +13,8 @@ from before two vocabularies, and the single-vocabulary teachers) is named by it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Category = Literal["genre", "era", "mood", "instrument", "vocal", "tempo/dynamics", "other"]
