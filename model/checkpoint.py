@@ -7,7 +7,13 @@ One `.safetensors` file. Its header's metadata holds a single JSON document unde
     preset, architecture     e.g. "q2l-small", "q2l"
     config                   the full model config (see model.config)
     frontend                 the audio front-end parameters, copied out of the config for readers
-    tags                     ordered [{name, category, synonym_group}], one per output
+    tags                     ordered [{name, category, synonym_group, taxonomy}], one per
+                             output. `taxonomy` ("mtt", "msd") is absent in a single-vocabulary
+                             file (every file from before two vocabularies), whose tags are
+                             then named by their bare names; a multi-vocabulary file gives every
+                             tag one, and outputs name it by its id `taxonomy/name`. Ids must be
+                             unique (model.tags.check_vocabulary), so two `rock`s need two
+                             taxonomies.
     thresholds               per-tag decision thresholds (0.5 until calibrated)
     provenance               free-form: training data, metrics, code version, date, licences
     content_sha256           digest of everything above plus every tensor's name, dtype, shape
@@ -33,7 +39,7 @@ from safetensors.torch import save_file
 
 from model.base import TaggingModel
 from model.config import config_from_dict, config_to_dict
-from model.tags import MTAT_TAGS, Tag
+from model.tags import MTAT_TAGS, Tag, check_vocabulary
 from model.zoo import ARCHITECTURES, architecture_of, build_model
 
 FORMAT = "music-tagger-checkpoint"
@@ -162,8 +168,10 @@ def _validate(metadata: CheckpointMetadata, n_classes: int, path: Path) -> None:
         raise CheckpointError(
             f"{path}: {len(metadata.tags)} tags for a model with {n_classes} outputs"
         )
-    if len({tag.name for tag in metadata.tags}) != len(metadata.tags):
-        raise CheckpointError(f"{path}: tag names are not unique")
+    try:
+        check_vocabulary(metadata.tags)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: invalid vocabulary: {error}") from error
     if len(metadata.thresholds) != n_classes:
         raise CheckpointError(
             f"{path}: {len(metadata.thresholds)} thresholds for a model with {n_classes} outputs"

@@ -19,7 +19,7 @@ from model.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from model.tags import MTAT_TAGS, custom_vocabulary
+from model.tags import MTAT_TAGS, TWO_VOCABULARY_TAGS, custom_vocabulary
 from model.zoo import PRESETS, build_model, config_for
 
 
@@ -189,3 +189,81 @@ def test_thresholds_out_of_range(small_checkpoint: Path, tmp_path: Path) -> None
 def test_saving_with_the_wrong_preset_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not a rescnn model"):
         save_checkpoint(tmp_path / "x.safetensors", build_model("rescnn"), preset="q2l-small")
+
+
+@pytest.fixture(scope="module")
+def two_vocabulary_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = build_model("q2l-small", config_for("q2l-small", {"n_classes": 100})).eval()
+    path = tmp_path_factory.mktemp("two") / "two.safetensors"
+    return save_checkpoint(path, model, preset="q2l-small", tags=TWO_VOCABULARY_TAGS)
+
+
+def test_taxonomies_round_trip(two_vocabulary_checkpoint: Path) -> None:
+    tags = load_checkpoint(two_vocabulary_checkpoint).metadata.tags
+    assert len(tags) == 100
+    assert [tag.taxonomy for tag in tags] == ["mtt"] * 50 + ["msd"] * 50
+    ids = [tag.id for tag in tags]
+    assert ids[:2] == ["mtt/guitar", "mtt/classical"]
+    assert ids[50:52] == ["msd/rock", "msd/pop"]
+    assert "mtt/rock" in ids
+    female = next(tag for tag in tags if tag.id == "msd/female vocalists")
+    assert (female.category, female.synonym_group) == ("vocal", "female")
+    assert next(tag for tag in tags if tag.id == "msd/80s").category == "era"
+
+
+def test_taxonomy_is_stored_per_tag_in_the_file(two_vocabulary_checkpoint: Path) -> None:
+    with safe_open(str(two_vocabulary_checkpoint), framework="pt") as handle:
+        document = json.loads(handle.metadata()["music_tagger"])
+    assert document["tags"][0] == {
+        "name": "guitar",
+        "category": "instrument",
+        "synonym_group": "guitar",
+        "taxonomy": "mtt",
+    }
+    assert document["tags"][50]["taxonomy"] == "msd"
+
+
+def test_a_single_vocabulary_file_stores_no_taxonomy(small_checkpoint: Path) -> None:
+    with safe_open(str(small_checkpoint), framework="pt") as handle:
+        document = json.loads(handle.metadata()["music_tagger"])
+    assert all("taxonomy" not in tag for tag in document["tags"])
+    assert [tag.taxonomy for tag in read_metadata(small_checkpoint).tags] == [None] * 50
+
+
+def test_repeated_ids_are_refused(two_vocabulary_checkpoint: Path, tmp_path: Path) -> None:
+    def same_taxonomy(document: dict[str, list[dict[str, str]]]) -> None:
+        for tag in document["tags"]:
+            tag["taxonomy"] = "mtt"  # both rocks become mtt/rock
+
+    path = _rewrite(two_vocabulary_checkpoint, tmp_path / "ids.safetensors", same_taxonomy)
+    with pytest.raises(CheckpointError, match=r"invalid vocabulary: tag ids must be unique.*rock"):
+        load_checkpoint(path)
+
+
+def test_taxonomy_on_some_tags_only_is_refused(
+    two_vocabulary_checkpoint: Path, tmp_path: Path
+) -> None:
+    def drop_one(document: dict[str, list[dict[str, str]]]) -> None:
+        del document["tags"][3]["taxonomy"]
+
+    path = _rewrite(two_vocabulary_checkpoint, tmp_path / "mixed.safetensors", drop_one)
+    with pytest.raises(CheckpointError, match="either every tag has a taxonomy or none does"):
+        load_checkpoint(path)
+
+
+def test_malformed_taxonomy_is_refused(two_vocabulary_checkpoint: Path, tmp_path: Path) -> None:
+    def shout(document: dict[str, list[dict[str, str]]]) -> None:
+        document["tags"][0]["taxonomy"] = "MTT/x"
+
+    path = _rewrite(two_vocabulary_checkpoint, tmp_path / "bad.safetensors", shout)
+    with pytest.raises(CheckpointError, match="invalid metadata: taxonomy of tag 'guitar'"):
+        load_checkpoint(path)
+
+
+def test_saving_a_vocabulary_with_repeated_names_is_refused(tmp_path: Path) -> None:
+    model = build_model("q2l-small", config_for("q2l-small", {"n_classes": 100}))
+    unqualified = tuple(
+        tag.__class__(tag.name, tag.category, tag.synonym_group) for tag in TWO_VOCABULARY_TAGS
+    )
+    with pytest.raises(CheckpointError, match="tag ids must be unique"):
+        save_checkpoint(tmp_path / "x.safetensors", model, preset="q2l-small", tags=unqualified)
