@@ -4,7 +4,10 @@ Filters:
 
 - `tags` with `min_score`: each named tag (a tag of the vocabulary, or a synonym group such as
   "vocal", whose best member counts) must score at least `min_score` in the result, or the tag's
-  own decision threshold when `min_score` is None;
+  own decision threshold when `min_score` is None. In a multi-vocabulary catalogue a name is
+  qualified by its taxonomy (`msd/rock`, `mtt/vocal`: the tag or group within that taxonomy); a
+  bare name works where only one taxonomy has it (`jazz`), and one that several have (`rock`)
+  is refused naming the candidates (`app.pipeline.vocabulary.Vocabulary.resolve_filter`);
 - `taxonomy`: categories of the vocabulary ("genre", "mood", "instrument", ...) in which a result
   must have the same best tag as the query (`--taxonomy genre`: the same genre).
 
@@ -19,9 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from app.catalog.index import CatalogIndex
 from app.catalog.store import CatalogError, CatalogStore, ModelMismatchError, Track, Vector
+from app.pipeline.describe import top_indices
+from app.pipeline.vocabulary import AmbiguousTagError, Vocabulary, VocabularyError
 from model.embedding import EmbeddingSpec
 from model.tags import CATEGORIES, Tag
 
@@ -32,6 +38,10 @@ class UnknownTrackError(CatalogError):
 
 class BadFilterError(CatalogError):
     """A filter names a tag or category the catalogue's vocabulary does not have."""
+
+    def __init__(self, message: str, candidates: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.candidates = tuple(candidates)  # the ids an ambiguous tag name could mean
 
 
 class EmptyCatalogError(CatalogError):
@@ -65,6 +75,7 @@ class Catalog:
     def __init__(self, store: CatalogStore, *, writer: bool = False) -> None:
         self.store = store
         self.index = CatalogIndex(store, writer=writer)
+        self._vocabulary: Vocabulary | None = None
 
     @property
     def spec(self) -> EmbeddingSpec | None:
@@ -73,6 +84,13 @@ class Catalog:
     @property
     def tags(self) -> tuple[Tag, ...]:
         return self.store.tags
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        tags = self.tags
+        if self._vocabulary is None or self._vocabulary.tags != tags:
+            self._vocabulary = Vocabulary(tags)
+        return self._vocabulary
 
     def check_model(self, spec: EmbeddingSpec) -> None:
         """Raise ModelMismatchError unless the catalogue was built with embeddings like `spec`."""
@@ -89,13 +107,14 @@ class Catalog:
         return found
 
     def _tag_columns(self, name: str) -> list[int]:
-        columns = [i for i, tag in enumerate(self.tags) if name in (tag.name, tag.synonym_group)]
-        if not columns:
+        try:
+            return self.vocabulary.resolve_filter(name)
+        except AmbiguousTagError as error:
+            raise BadFilterError(str(error), error.candidates) from None
+        except VocabularyError:
             raise BadFilterError(
-                f"unknown tag {name!r}; the catalogue's tags are "
-                + ", ".join(tag.name for tag in self.tags)
-            )
-        return columns
+                f"unknown tag {name!r}; the catalogue's tags are " + ", ".join(self.vocabulary.ids)
+            ) from None
 
     def _predicate(self, filters: Filters, query_scores: Vector | None) -> _Predicate:
         thresholds = self.store.thresholds
@@ -154,8 +173,15 @@ class Catalog:
         return track, matches
 
     def _top_tags(self, scores: Vector, count: int = 5) -> list[tuple[str, float]]:
-        order = np.argsort(-scores, kind="stable")[:count]
-        return [(self.tags[i].name, float(scores[i])) for i in order]
+        """The best tags by id, each synonym group once in a multi-vocabulary catalogue."""
+        vocabulary = self.vocabulary
+        order = top_indices(
+            torch.from_numpy(np.asarray(scores, dtype=np.float32)),
+            vocabulary.tags,
+            count,
+            one_per_group=vocabulary.default_synonyms == "one",
+        )
+        return [(vocabulary.ids[i], float(scores[i])) for i in order]
 
 
 @dataclass(frozen=True)

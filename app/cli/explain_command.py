@@ -30,7 +30,12 @@ def add_parser(commands: Any) -> None:
     explain.add_argument("file", type=Path, metavar="FILE", help="an audio file")
     explain.add_argument(
         "-t", "--tag", action="append", required=True, metavar="TAG",
-        help="tag to explain (repeat for several; `tagger tags` lists them)",
+        help="tag to explain, by id (msd/rock) or a name only one taxonomy has (repeat for "
+        "several; `tagger tags` lists them)",
+    )  # fmt: skip
+    explain.add_argument(
+        "--taxonomy", metavar="NAME",
+        help="look bare tag names up in this taxonomy (mtt, msd) of a multi-vocabulary model",
     )  # fmt: skip
     explain.add_argument(
         "-o", "--out", type=Path, required=True, metavar="PNG", help="picture to write"
@@ -95,10 +100,15 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = load_checkpoint(settings.checkpoint)
     except CheckpointError as error:
         return _fail(str(error), 2)
-    names = [tag.name for tag in checkpoint.metadata.tags]
+    from app.pipeline.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary(checkpoint.metadata.tags)
+    names = list(vocabulary.ids)
     try:
         method = choose_method(checkpoint.model, args.method)
-        indices = resolve_tags(args.tag, names, (), max_tags=len(names))
+        indices = resolve_tags(
+            args.tag, vocabulary, (), max_tags=len(names), taxonomy=args.taxonomy
+        )
     except ExplainRequestError as error:
         return _fail(str(error), 2)
     explainer = Explainer(checkpoint.model.eval())
@@ -120,5 +130,5 @@ def run(args: argparse.Namespace) -> int:
         from app.cli.explain_picture import to_json
 
         args.json.write_text(json.dumps(to_json(result, decoded.duration_seconds)) + "\n")
-    print(f"wrote {args.out} ({method} evidence for {', '.join(args.tag)})")
+    print(f"wrote {args.out} ({method} evidence for {', '.join(names[i] for i in indices)})")
     return 0

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from app.cli import catalog_commands, explain_command
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
+from app.pipeline.vocabulary import Vocabulary, VocabularyError
 from app.service.settings import Settings
 from model.checkpoint import CheckpointError, read_metadata
 from model.tags import MTAT_TAGS
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
     tags.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tags.add_argument("--taxonomy", metavar="NAME", help="only this taxonomy's tags (mtt, msd)")
     return parser
 
 
@@ -100,6 +102,16 @@ def _add_tag_parser(commands: Any) -> None:
         help="one decision threshold for all tags (default: the checkpoint's per-tag ones)",
     )  # fmt: skip
     tag.add_argument("--segments", action="store_true", help="add the scores of every window")
+    tag.add_argument(
+        "--taxonomy", metavar="NAME",
+        help="only the tags of this taxonomy (mtt, msd) of a multi-vocabulary model: top tags, "
+        "segments and CSV columns (`tagger tags` lists a model's taxonomies)",
+    )  # fmt: skip
+    tag.add_argument(
+        "--synonyms", choices=["one", "all"],
+        help="one: each synonym group once in the top tags, by its best member; all: every tag "
+        "(default: one for a multi-vocabulary model, all otherwise)",
+    )  # fmt: skip
     tag.add_argument(
         "--embedding", action="store_true",
         help="add each file's L2-normalised embedding (and each window's, with --segments); "
@@ -244,14 +256,33 @@ def tags(args: argparse.Namespace) -> int:
             return _fail(str(error))
         vocabulary = list(zip(metadata.tags, metadata.thresholds, strict=True))
         source = f"{args.checkpoint} ({metadata.preset})"
-    if args.json:
-        rows = [{**tag.to_dict(), "threshold": t} for tag, t in vocabulary]
-        print(json.dumps(rows, indent=2))
+    tags_of = Vocabulary(tuple(tag for tag, _ in vocabulary))
+    try:
+        listing = tags_of.listing([t for _, t in vocabulary], args.taxonomy)
+    except VocabularyError as error:
+        return _fail(f"--taxonomy: {error}", 2)
+    if not tags_of.taxonomies:  # a single-vocabulary model: the listing of before taxonomies
+        if args.json:
+            rows = [{**tag.to_dict(), "threshold": t} for tag, t in vocabulary]
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"# {len(vocabulary)} tags of {source}")
+        print("index\tname\tcategory\tsynonym_group\tthreshold")
+        for index, (tag, threshold) in enumerate(vocabulary):
+            print(f"{index}\t{tag.name}\t{tag.category}\t{tag.synonym_group}\t{threshold:.3f}")
         return 0
-    print(f"# {len(vocabulary)} tags of {source}")
-    print("index\tname\tcategory\tsynonym_group\tthreshold")
-    for index, (tag, threshold) in enumerate(vocabulary):
-        print(f"{index}\t{tag.name}\t{tag.category}\t{tag.synonym_group}\t{threshold:.3f}")
+    if args.json:  # the document of GET /tags
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"# {len(listing['tags'])} tags of {source}, by taxonomy and category")
+    print("index\tid\tcategory\tsynonym_group\tthreshold")
+    for group in listing["taxonomies"]:
+        for category in group["categories"]:
+            for row in category["tags"]:
+                print(
+                    f"{row['index']}\t{row['id']}\t{row['category']}\t{row['synonym_group']}\t"
+                    f"{row['threshold']:.3f}"
+                )
     return 0
 
 

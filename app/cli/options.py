@@ -55,6 +55,8 @@ class TagRunOptions:
     max_seconds: float | None
     progress: bool | None
     embedding: bool = False
+    taxonomy: str | None = None
+    synonyms: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: ModelSettings) -> TagRunOptions:
@@ -87,4 +89,6 @@ class TagRunOptions:
             max_seconds=args.max_seconds,
             progress=args.progress,
             embedding=getattr(args, "embedding", False),
+            taxonomy=getattr(args, "taxonomy", None),
+            synonyms=getattr(args, "synonyms", None),
         )

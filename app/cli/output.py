@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor
 from tqdm import tqdm
 
-from app.pipeline.describe import best_indices, format_name
+from app.pipeline.describe import format_name
 from app.pipeline.records import DIGITS as DIGITS  # re-exported: moved there from here
 from app.pipeline.records import Describer as Describer
 from app.pipeline.records import FileResult as FileResult
@@ -199,9 +199,7 @@ class CsvWriter:
         embedding: Tensor | None = None,
     ) -> list[Any]:
         assert result.window_scores is not None
-        top = ";".join(
-            self.describer.tag_names[i] for i in best_indices(scores, self.describer.top_k)
-        )
+        top = ";".join(self.describer.top_ids(scores))
         return [
             result.path,
             self.describer.model_id,
@@ -212,7 +210,7 @@ class CsvWriter:
             "" if span is None else round(span[1], 3),
             top,
             "",
-            *(round(s, DIGITS) for s in scores.tolist()),
+            *(round(s, DIGITS) for s in self.describer.selected_scores(scores)),
             *self._embedding(embedding),
         ]
 
@@ -224,7 +222,7 @@ class CsvWriter:
 
     def write(self, result: FileResult) -> None:
         if not result.ok or result.track_scores is None or result.window_scores is None:
-            empty = [""] * len(self.describer.tags)
+            empty = [""] * len(self.describer.tag_names)
             row = [result.path, self.describer.model_id, "", "", "", "", "", "", result.error]
             self.writer.writerow(row + empty + self._embedding(None))
         else:

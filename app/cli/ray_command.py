@@ -17,6 +17,7 @@ from typing import Any
 
 from app.cli.options import TagRunOptions
 from app.pipeline.settings import ModelSettings
+from app.pipeline.vocabulary import VocabularyError
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_CANNOT_START, EXIT_INTERRUPTED = 0, 1, 2, 130
 RAY_FORMATS = ("parquet", "jsonl")
@@ -114,9 +115,11 @@ def run_ray(args: argparse.Namespace, settings: ModelSettings) -> int:
             decode_workers=args.decode_workers,
             progress=options.progress is not False,
             embedding=options.embedding,
+            taxonomy=options.taxonomy,
+            synonyms=options.synonyms,
         )
         report = run_job(job, say=_say)
-    except (StorageError, CheckpointError, OSError) as error:
+    except (StorageError, CheckpointError, VocabularyError, OSError) as error:
         _say(str(error))
         return EXIT_CANNOT_START
     except KeyboardInterrupt:

@@ -40,6 +40,7 @@ from app.cli.output import (
 )
 from app.pipeline.describe import decision_thresholds
 from app.pipeline.int8 import plan_int8
+from app.pipeline.vocabulary import Vocabulary, VocabularyError
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.runtime import Runtime, RuntimeOptions, resolve_device
 
@@ -209,9 +210,30 @@ def _run(options: TagRunOptions) -> int:
     checkpoint, device = loaded
     metadata = checkpoint.metadata
     n_tags = len(metadata.tags)
-    if not 1 <= options.top_k <= n_tags:
-        _say(f"--top-k must be between 1 and {n_tags} (the vocabulary size), got {options.top_k}")
+    vocabulary = Vocabulary(metadata.tags)
+    try:
+        columns = vocabulary.select(options.taxonomy)
+        synonyms = vocabulary.synonyms(options.synonyms)
+    except VocabularyError as error:
+        _say(f"--taxonomy: {error}")
         return EXIT_CANNOT_START
+    if not 1 <= options.top_k <= len(columns):
+        of = "the vocabulary size" if options.taxonomy is None else f"{options.taxonomy}'s tags"
+        _say(f"--top-k must be between 1 and {len(columns)} ({of}), got {options.top_k}")
+        return EXIT_CANNOT_START
+    describer = Describer(
+        model_id=checkpoint.model_id,
+        tags=metadata.tags,
+        thresholds=decision_thresholds(
+            torch.tensor(metadata.thresholds, dtype=torch.float32), options.threshold
+        ),
+        top_k=options.top_k,
+        segments=options.segments,
+        window_seconds=checkpoint.model.audio.window_seconds,
+        embedding=checkpoint.model.embedding_kind if options.embedding else None,
+        columns=None if options.taxonomy is None else columns,
+        one_per_group=synonyms == "one",
+    )
 
     listing = collect_files(options.paths, recursive=options.recursive)
     previous = Previous(frozenset(), frozenset(), [])
@@ -220,7 +242,7 @@ def _run(options: TagRunOptions) -> int:
             previous = read_previous(
                 options.output,
                 options.format,
-                [t.name for t in metadata.tags],
+                describer.tag_names,
                 embedding=options.embedding,
             )
         except OutputError as error:
@@ -232,18 +254,7 @@ def _run(options: TagRunOptions) -> int:
     todo = [f for f in listing.files if not previous.is_done(f)]
     skipped = len(listing.files) - len(todo)
 
-    checkpoint_thresholds = torch.tensor(metadata.thresholds, dtype=torch.float32)
-    thresholds = decision_thresholds(checkpoint_thresholds, options.threshold)
     audio = checkpoint.model.audio
-    describer = Describer(
-        model_id=checkpoint.model_id,
-        tags=metadata.tags,
-        thresholds=thresholds,
-        top_k=options.top_k,
-        segments=options.segments,
-        window_seconds=audio.window_seconds,
-        embedding=checkpoint.model.embedding_kind if options.embedding else None,
-    )
     try:
         runtime = _runtime(options, checkpoint, device)
     except Exception as error:  # --compile on, and compilation failed

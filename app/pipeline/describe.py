@@ -51,10 +51,49 @@ class TagDecision:
     passes_threshold: bool
 
 
+def top_indices(
+    scores: Tensor,
+    tags: Sequence[Tag],
+    top_k: int,
+    *,
+    among: Sequence[int] | None = None,
+    one_per_group: bool = False,
+) -> list[int]:
+    """Output indices of the `top_k` best tags of (n_tags,) `scores`, best first.
+
+    Args:
+        among: The outputs to choose from (a taxonomy's), or None for all.
+        one_per_group: List each synonym group once, by its best-scoring member (the first in
+            vocabulary order on a tie); see app.pipeline.vocabulary.
+    """
+    order = best_indices(scores, len(tags))
+    if among is not None:
+        allowed = set(among)
+        order = [i for i in order if i in allowed]
+    if not one_per_group:
+        return order[:top_k]
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for i in order:
+        if tags[i].synonym_group not in seen:
+            seen.add(tags[i].synonym_group)
+            chosen.append(i)
+            if len(chosen) == top_k:
+                break
+    return chosen
+
+
 def top_tags(
-    scores: Tensor, tags: Sequence[Tag], thresholds: Tensor, top_k: int
+    scores: Tensor,
+    tags: Sequence[Tag],
+    thresholds: Tensor,
+    top_k: int,
+    *,
+    among: Sequence[int] | None = None,
+    one_per_group: bool = False,
 ) -> list[TagDecision]:
-    """The `top_k` best tags of (n_tags,) `scores`, best first."""
+    """The `top_k` best tags of (n_tags,) `scores`, best first (arguments as `top_indices`);
+    each keeps its own threshold decision."""
     return [
         TagDecision(
             tag=tags[i],
@@ -62,7 +101,7 @@ def top_tags(
             threshold=float(thresholds[i]),
             passes_threshold=bool(scores[i] >= thresholds[i]),
         )
-        for i in best_indices(scores, top_k)
+        for i in top_indices(scores, tags, top_k, among=among, one_per_group=one_per_group)
     ]
 
 

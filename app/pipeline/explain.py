@@ -25,6 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from app.pipeline.vocabulary import (
+    AmbiguousTagError,
+    UnknownTagError,
+    UnknownTaxonomyError,
+    Vocabulary,
+)
 from model.base import TaggingModel
 from model.explain import Explainer, Method, band_edges_hz, pool_time, stitch, supported_methods
 from model.frontend import MelFrontEnd
@@ -106,14 +112,35 @@ def choose_method(model: TaggingModel, requested: str | None) -> Method:
 
 
 def resolve_tags(
-    requested: Sequence[str], names: Sequence[str], default: Sequence[str], max_tags: int
+    requested: Sequence[str],
+    vocabulary: Vocabulary,
+    default: Sequence[str],
+    max_tags: int,
+    *,
+    taxonomy: str | None = None,
 ) -> list[int]:
-    """Indices of the tags to explain: the requested names, or `default` (the top-k tags)."""
+    """Indices of the tags to explain: the requested ones, or `default` (the top-k tag ids).
+
+    A tag is named by its id or a bare name that is unambiguous (within `taxonomy` if given;
+    `app.pipeline.vocabulary`)."""
+    try:
+        vocabulary.select(taxonomy)
+    except UnknownTaxonomyError as error:
+        raise ExplainRequestError(str(error)) from None
     chosen = list(dict.fromkeys(requested)) if requested else list(default)[:max_tags]
-    unknown = [tag for tag in chosen if tag not in names]
+    indices: list[int] = []
+    unknown: list[str] = []
+    for name in chosen:
+        try:
+            indices.append(vocabulary.resolve(name, taxonomy=taxonomy))
+        except UnknownTagError:
+            unknown.append(name)
+        except AmbiguousTagError as error:
+            raise ExplainRequestError(str(error)) from None
     if unknown:
         raise ExplainRequestError(
-            f"unknown tag(s) {', '.join(map(repr, unknown))}; valid tags: {', '.join(names)}"
+            f"unknown tag(s) {', '.join(map(repr, unknown))}; valid tags: "
+            + ", ".join(vocabulary.ids)
         )
     if not chosen:
         raise ExplainRequestError("name at least one tag to explain")
@@ -121,7 +148,7 @@ def resolve_tags(
         raise ExplainRequestError(
             f"{len(chosen)} tags asked for; explain at most {max_tags} at once"
         )
-    return [list(names).index(tag) for tag in chosen]
+    return list(dict.fromkeys(indices))
 
 
 def spectrogram(

@@ -1,10 +1,11 @@
 """What tagging one file produced, and the record both batch engines write for it.
 
 `tagger tag` (`app.cli`) and the Ray Data engine (`app.scale`) both turn a `FileResult` into
-the same JSON object with `Describer.record`: the service's field names (`tag`, `score`,
-`category`, `synonym_group`, `threshold`, `passes_threshold`; segments with `start`, `end`,
-`scores`; `embedding` when asked for), plus `file`, `model_id`, and `error` for a file that
-could not be tagged.
+the same JSON object with `Describer.record`: the service's field names (`tag`, the tag's id,
+`score`, `category`, `synonym_group`, `taxonomy` for a multi-vocabulary model, `threshold`,
+`passes_threshold`; segments with `start`, `end`, `scores` keyed by tag id; `embedding` when
+asked for), plus `file`, `model_id`, and `error` for a file that could not be tagged. Which tags
+a record holds (a taxonomy, one per synonym group) is `app.pipeline.vocabulary`'s rule.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
-from app.pipeline.describe import format_name, top_tags
+from app.pipeline.describe import format_name, top_indices, top_tags
+from app.pipeline.vocabulary import tag_fields
 from model.tags import Tag
 
 __all__ = ["DIGITS", "EMBEDDING_DIGITS", "Describer", "FileResult", "rounded"]
@@ -66,6 +68,8 @@ class Describer:
         window_seconds: Length of one analysis window.
         embedding: The embedding's kind (e.g. "backbone-mean-max") when records carry the
             track's embedding (and each segment's), else None.
+        columns: The outputs records cover (a taxonomy's, `Vocabulary.select`), None for all.
+        one_per_group: Whether top-k lists each synonym group once (`Vocabulary.synonyms`).
     """
 
     model_id: str
@@ -75,22 +79,46 @@ class Describer:
     segments: bool
     window_seconds: float
     embedding: str | None = None
+    columns: tuple[int, ...] | None = None
+    one_per_group: bool = False
+
+    @property
+    def selected(self) -> tuple[int, ...]:
+        return tuple(range(len(self.tags))) if self.columns is None else self.columns
 
     @property
     def tag_names(self) -> list[str]:
-        return [tag.name for tag in self.tags]
+        """The ids of the tags records cover, in model order (CSV columns, segment keys)."""
+        return [self.tags[i].id for i in self.selected]
+
+    def selected_scores(self, scores: Tensor) -> list[float]:
+        """(n_tags,) `scores` of the covered tags, in `tag_names` order."""
+        values = scores.tolist()
+        return [values[i] for i in self.selected]
+
+    def top_ids(self, scores: Tensor) -> list[str]:
+        indices = top_indices(
+            scores, self.tags, self.top_k, among=self.columns, one_per_group=self.one_per_group
+        )
+        return [self.tags[i].id for i in indices]
 
     def top_tags(self, scores: Tensor) -> list[dict[str, Any]]:
+        decisions = top_tags(
+            scores,
+            self.tags,
+            self.thresholds,
+            self.top_k,
+            among=self.columns,
+            one_per_group=self.one_per_group,
+        )
         return [
-            {
-                "tag": decision.tag.name,
-                "score": round(decision.score, DIGITS),
-                "category": decision.tag.category,
-                "synonym_group": decision.tag.synonym_group,
-                "threshold": round(decision.threshold, DIGITS),
-                "passes_threshold": decision.passes_threshold,
-            }
-            for decision in top_tags(scores, self.tags, self.thresholds, self.top_k)
+            tag_fields(
+                decision.tag,
+                score=round(decision.score, DIGITS),
+                threshold=round(decision.threshold, DIGITS),
+                passes_threshold=decision.passes_threshold,
+            )
+            for decision in decisions
         ]
 
     def record(self, result: FileResult) -> dict[str, Any]:
@@ -119,7 +147,8 @@ class Describer:
                     "start": round(start, 3),
                     "end": round(end, 3),
                     "scores": {
-                        n: round(s, DIGITS) for n, s in zip(names, row.tolist(), strict=True)
+                        n: round(s, DIGITS)
+                        for n, s in zip(names, self.selected_scores(row), strict=True)
                     },
                 }
                 for (start, end), row in zip(result.window_times, result.window_scores, strict=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import ray
 import ray.data
 
+from app.pipeline.vocabulary import Vocabulary
 from app.scale.stages import (
     PARQUET_SCHEMA,
     DecodeConfig,
@@ -75,6 +76,8 @@ class JobOptions:
     files_per_batch: int = 4
     progress: bool = True
     embedding: bool = False
+    taxonomy: str | None = None
+    synonyms: str | None = None
 
 
 @dataclass
@@ -97,6 +100,9 @@ class JobReport:
 def build_dataset(options: JobOptions, paths: list[str]) -> ray.data.Dataset:
     """The stages over `paths` (paths inside the source filesystem), not yet executed."""
     checkpoint = load_checkpoint(options.checkpoint)  # verified once here, then per actor
+    vocabulary = Vocabulary(checkpoint.metadata.tags)  # a bad --taxonomy fails before Ray runs
+    vocabulary.select(options.taxonomy)
+    vocabulary.synonyms(options.synonyms)
     audio = checkpoint.model.audio
     decode = DecodeConfig(audio.sample_rate, audio.window_samples, options.max_seconds)
     scorer = ScorerConfig(
@@ -113,6 +119,8 @@ def build_dataset(options: JobOptions, paths: list[str]) -> ray.data.Dataset:
         segments=options.segments,
         output=options.format,
         embedding=options.embedding,
+        taxonomy=options.taxonomy,
+        synonyms=options.synonyms,
     )
     files = ray.data.read_binary_files(
         paths,

@@ -10,7 +10,8 @@
 - `TrackScorer`: an actor that loads the checkpoint once and scores the windows of a batch of
   files with a `model.runtime.Runtime` (the fast path of the service and the CLI), then
   aggregates per track and describes each file with `app.pipeline.records.Describer`, so its
-  records are `tagger tag`'s, field for field, plus `scores` (every tag's track score).
+  records are `tagger tag`'s, field for field, plus `scores` (every covered tag's track
+  score, keyed by tag id).
 - The sinks: Parquet (`parquet_table`, typed by `PARQUET_SCHEMA`) or JSON Lines
   (`JsonLinesDatasink`, one `tagger tag --format jsonl` line per file).
 
@@ -36,6 +37,7 @@ from ray.data.datasource import BlockBasedFileDatasink
 from app.pipeline.audio_input import decode_content, failure_message
 from app.pipeline.describe import track_scores, window_times
 from app.pipeline.records import DIGITS, Describer, FileResult
+from app.pipeline.vocabulary import Vocabulary
 from model.checkpoint import load_checkpoint
 from model.embedding import split_rows, track_embedding
 from model.inference import split_windows
@@ -59,6 +61,7 @@ _TAG = pa.struct(
         ("score", pa.float64()),
         ("category", pa.string()),
         ("synonym_group", pa.string()),
+        ("taxonomy", pa.string()),  # null for a single-vocabulary model
         ("threshold", pa.float64()),
         ("passes_threshold", pa.bool_()),
     ]
@@ -143,6 +146,8 @@ class ScorerConfig:
     segments: bool
     output: str
     embedding: bool = False
+    taxonomy: str | None = None
+    synonyms: str | None = None
 
 
 class TrackScorer:
@@ -178,7 +183,10 @@ class TrackScorer:
         if config.threshold is not None:
             thresholds = torch.full_like(thresholds, config.threshold)
         self.tags: tuple[Tag, ...] = tuple(metadata.tags)
+        vocabulary = Vocabulary(self.tags)
         self.describer = Describer(
+            columns=vocabulary.select(config.taxonomy),
+            one_per_group=vocabulary.synonyms(config.synonyms) == "one",
             model_id=checkpoint.model_id,
             tags=self.tags,
             thresholds=thresholds,
@@ -243,9 +251,10 @@ class TrackScorer:
         """`tagger tag`'s record of the file, plus every tag's track score."""
         record = self.describer.record(result)
         if result.track_scores is not None:
-            values = result.track_scores.tolist()
+            values = self.describer.selected_scores(result.track_scores)
             record["scores"] = {
-                tag.name: round(v, DIGITS) for tag, v in zip(self.tags, values, strict=True)
+                tag_id: round(v, DIGITS)
+                for tag_id, v in zip(self.describer.tag_names, values, strict=True)
             }
         return record
 

@@ -30,6 +30,7 @@ from app.pipeline.explain import (
     explain_track,
     resolve_tags,
 )
+from app.pipeline.vocabulary import Vocabulary
 from app.service.problems import (
     BAD_REQUEST,
     DEADLINE,
@@ -47,18 +48,21 @@ logger = logging.getLogger("tagger.explain")
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    """What to explain: `tags` by name (empty: the response's top tags) with `method`."""
+    """What to explain: `tags` by id or unambiguous name (empty: the response's top tags) with
+    `method`; bare names are looked up in `taxonomy` when the request selects one."""
 
     tags: tuple[str, ...] = ()
     method: str | None = None
+    taxonomy: str | None = None
 
 
 class ExplanationRunner:
     """Runs explanations for one loaded model, a bounded number at a time."""
 
-    def __init__(self, model: TaggingModel, tag_names: list[str], settings: Settings) -> None:
+    def __init__(self, model: TaggingModel, vocabulary: Vocabulary, settings: Settings) -> None:
         self.settings = settings
-        self.names = tag_names
+        self.vocabulary = vocabulary
+        self.names = list(vocabulary.ids)
         self._source = model
         self._local = threading.local()  # one private copy of the model per pool thread
         self._busy = 0
@@ -78,7 +82,13 @@ class ExplanationRunner:
         try:
             method = choose_method(self._source, options.method)
             if options.tags:
-                resolve_tags(options.tags, self.names, (), self.settings.explain_max_tags)
+                resolve_tags(
+                    options.tags,
+                    self.vocabulary,
+                    (),
+                    self.settings.explain_max_tags,
+                    taxonomy=options.taxonomy,
+                )
         except ExplainRequestError as error:
             raise ProblemError(
                 BAD_REQUEST,
@@ -101,7 +111,13 @@ class ExplanationRunner:
         """`response` with its `explanations`, for the decoded mono `samples` it describes."""
         method = self.check(options)
         default = [tag.tag for tag in response.tags]
-        indices = resolve_tags(options.tags, self.names, default, self.settings.explain_max_tags)
+        indices = resolve_tags(
+            options.tags,
+            self.vocabulary,
+            default,
+            self.settings.explain_max_tags,
+            taxonomy=options.taxonomy,
+        )
         if self._busy >= self.settings.max_concurrent_explanations:
             raise ProblemError(
                 QUEUE_FULL,

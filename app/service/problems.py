@@ -18,6 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.pipeline.vocabulary import (
+    AmbiguousTagError,
+    UnknownTaxonomyError,
+    VocabularyError,
+)
 from app.service.logs import current_request_id, record_outcome
 
 PROBLEM_JSON = "application/problem+json"
@@ -115,6 +120,17 @@ class ProblemError(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extensions = extensions or {}
+
+
+def vocabulary_problem(error: VocabularyError) -> ProblemError:
+    """A 400 for a taxonomy or tag the model lacks, with what it has as extension members
+    (`taxonomies` for an unknown taxonomy, `candidates` for an ambiguous tag name)."""
+    extensions: dict[str, Any] = {}
+    if isinstance(error, AmbiguousTagError):
+        extensions["candidates"] = list(error.candidates)
+    if isinstance(error, UnknownTaxonomyError):
+        extensions["taxonomies"] = list(error.taxonomies)
+    return ProblemError(BAD_REQUEST, str(error), extensions=extensions)
 
 
 class BodyTooLargeError(StarletteHTTPException):

@@ -13,6 +13,8 @@ from app.service.explaining import ExplainOptions
 from app.service.metrics import CONTENT_TYPE, Metrics
 from app.service.problems import NOT_READY, PROBLEM_JSON, ProblemError
 from app.service.schemas import (
+    SYNONYMS_PARAMETER,
+    TAXONOMY_PARAMETER,
     Health,
     ModelInfo,
     ProblemBody,
@@ -100,12 +102,21 @@ async def tag_upload(
     embedding: Annotated[
         bool, Query(description="Also return the track's embedding (and each window's).")
     ] = False,
+    taxonomy: Annotated[str | None, Query(description=TAXONOMY_PARAMETER)] = None,
+    synonyms: Annotated[Literal["one", "all"] | None, Query(description=SYNONYMS_PARAMETER)] = None,
 ) -> TagResponse:
     started = time.monotonic()
     data = await file.read()
-    options = TagOptions(top_k=top_k, threshold=threshold, segments=segments, embedding=embedding)
+    options = TagOptions(
+        top_k=top_k,
+        threshold=threshold,
+        segments=segments,
+        embedding=embedding,
+        taxonomy=taxonomy,
+        synonyms=synonyms,
+    )
     if explain or explain_tags:
-        explaining = ExplainOptions(tuple(explain_tags or ()), explain_method)
+        explaining = ExplainOptions(tuple(explain_tags or ()), explain_method, taxonomy)
         work = service.tag_and_explain(data, options, explaining, started=started)
         return await cancel_on_disconnect(request, work)
     return await cancel_on_disconnect(request, service.tag_audio(data, options, started=started))
@@ -124,17 +135,27 @@ async def tag_url(request: Request, service: Service, body: TagURLRequest) -> Ta
         threshold=body.threshold,
         segments=body.segments,
         embedding=body.embedding,
+        taxonomy=body.taxonomy,
+        synonyms=body.synonyms,
     )
     if body.explain or body.explain_tags:
-        explaining = ExplainOptions(tuple(body.explain_tags), body.explain_method)
+        explaining = ExplainOptions(tuple(body.explain_tags), body.explain_method, body.taxonomy)
         work = service.tag_url_and_explain(body.url, options, explaining, started=started)
         return await cancel_on_disconnect(request, work)
     return await cancel_on_disconnect(request, service.tag_url(body.url, options, started=started))
 
 
-@router.get("/tags", summary="The tag vocabulary in model order", response_model=TagsResponse)
-async def tags(service: Service) -> TagsResponse:
-    return service.tags_info()
+@router.get(
+    "/tags",
+    summary="The tag vocabulary, in model order and grouped by taxonomy and category",
+    response_model=TagsResponse,
+    responses=_problems(400),
+)
+async def tags(
+    service: Service,
+    taxonomy: Annotated[str | None, Query(description=TAXONOMY_PARAMETER)] = None,
+) -> TagsResponse:
+    return service.tags_info(taxonomy)
 
 
 @router.get("/model", summary="The loaded model", response_model=ModelInfo)

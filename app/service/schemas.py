@@ -7,15 +7,33 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def _absent_if_none(value: object) -> bool:
+    return value is None
+
+
+_TAXONOMY_DESCRIPTION = (
+    "The vocabulary the tag belongs to (mtt: MagnaTagATune, msd: the Million Song Dataset's "
+    "Last.fm tags); only in the answers of a model with several vocabularies."
+)
+
+
 class TagScore(BaseModel):
     """One tag's track-level score."""
 
-    tag: str = Field(examples=["guitar"])
+    tag: str = Field(
+        description="The tag's id: `taxonomy/name` (msd/rock) for a model with several "
+        "vocabularies, the bare name otherwise.",
+        examples=["guitar"],
+    )
     score: float = Field(ge=0.0, le=1.0, description="Probability in [0, 1].", examples=[0.87])
     category: str = Field(examples=["instrument"])
     synonym_group: str = Field(
-        description="Tags with the same group are near-duplicates (vocal, vocals, voice...).",
+        description="Tags with the same group are near-duplicates (vocal, vocals, voice...; "
+        "across vocabularies too: mtt/rock and msd/rock).",
         examples=["guitar"],
+    )
+    taxonomy: str | None = Field(
+        default=None, exclude_if=_absent_if_none, description=_TAXONOMY_DESCRIPTION
     )
     threshold: float = Field(ge=0.0, le=1.0, examples=[0.5])
     passes_threshold: bool = Field(examples=[True])
@@ -27,7 +45,8 @@ class Segment(BaseModel):
     start: float = Field(ge=0.0, description="Seconds from the start.", examples=[0.0])
     end: float = Field(ge=0.0, description="Seconds from the start.", examples=[3.69])
     scores: dict[str, float] = Field(
-        description="Every tag's probability in this window, keyed by tag name.",
+        description="Every tag's probability in this window (of the asked taxonomy only), "
+        "keyed by tag id.",
         examples=[{"guitar": 0.91, "rock": 0.62}],
     )
     embedding: list[float] | None = Field(
@@ -53,6 +72,15 @@ class Timings(BaseModel):
     compute_ms: float = Field(description="Model batches that held this request's windows.")
     total_ms: float = Field(description="Everything after the request body was received.")
 
+
+TAXONOMY_PARAMETER = (
+    "Only the tags of this taxonomy (mtt or msd; GET /tags lists a model's). A model with one "
+    "vocabulary has none and refuses the parameter."
+)
+SYNONYMS_PARAMETER = (
+    "one: each synonym group once in the top-k, by its best-scoring member; all: every tag. "
+    "Default: one for a model with several vocabularies, all otherwise."
+)
 
 _TAG_EXAMPLE: dict[str, Any] = {
     "model_id": "q2l-small@3f2a9c1b7d4e",
@@ -99,7 +127,10 @@ class TagResponse(BaseModel):
     windows: int = Field(description="Analysis windows the track was cut into.")
     window_seconds: float = Field(description="Length of one window.")
     format: str = Field(description="Container the decoder recognised (mp3, ogg, wav...).")
-    tags: list[TagScore] = Field(description="The top_k tags, best first.")
+    tags: list[TagScore] = Field(
+        description="The top_k tags, best first; by default a model with several vocabularies "
+        "lists each synonym group once (synonyms=all lists every tag)."
+    )
     segments: list[Segment] | None = Field(
         default=None, description="Per-window scores, only when segments=true."
     )
@@ -140,21 +171,57 @@ class TagURLRequest(BaseModel):
     embedding: bool = Field(
         default=False, description="Also return the track's embedding (and each window's)."
     )
+    taxonomy: str | None = Field(
+        default=None,
+        description=TAXONOMY_PARAMETER,
+        examples=["msd"],
+    )
+    synonyms: Literal["one", "all"] | None = Field(default=None, description=SYNONYMS_PARAMETER)
 
 
 class TagInfo(BaseModel):
     index: int = Field(description="Position in the model's output.", examples=[0])
+    id: str | None = Field(
+        default=None,
+        exclude_if=_absent_if_none,
+        description="What outputs call the tag (msd/rock); only for a model with several "
+        "vocabularies, whose tags are otherwise named by `name`.",
+        examples=["msd/rock"],
+    )
+    taxonomy: str | None = Field(
+        default=None, exclude_if=_absent_if_none, description=_TAXONOMY_DESCRIPTION
+    )
     name: str = Field(examples=["guitar"])
     category: str = Field(examples=["instrument"])
     synonym_group: str = Field(examples=["guitar"])
     threshold: float = Field(examples=[0.5])
 
 
+class CategoryTags(BaseModel):
+    category: str = Field(
+        description="genre, era, mood, instrument, vocal, tempo/dynamics or other."
+    )
+    tags: list[TagInfo] = Field(description="In model order.")
+
+
+class TaxonomyTags(BaseModel):
+    taxonomy: str | None = Field(
+        description="mtt, msd...; null for a model with one vocabulary.", examples=["msd"]
+    )
+    categories: list[CategoryTags] = Field(
+        description="The categories that have tags, in the order genre, era, mood, instrument, "
+        "vocal, tempo/dynamics, other."
+    )
+
+
 class TagsResponse(BaseModel):
-    """The vocabulary in model order."""
+    """The vocabulary (or the asked taxonomy's part of it): in model order, and grouped."""
 
     model_id: str
-    tags: list[TagInfo]
+    tags: list[TagInfo] = Field(description="In model order.")
+    taxonomies: list[TaxonomyTags] = Field(
+        description="The same tags grouped: each taxonomy in model order, then its categories."
+    )
 
 
 class BatchingInfo(BaseModel):

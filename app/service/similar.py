@@ -147,7 +147,7 @@ class SimilarService:
         with self._lock, _problems():  # refuse before decoding anything
             self.catalog.check_model(self.tagging.embedding_spec)
         n_tags = len(self.tagging.tags)
-        options = TagOptions(top_k=n_tags, embedding=True)
+        options = TagOptions(top_k=n_tags, embedding=True, synonyms="all")  # every tag's score
         if url is not None:
             tagged = await self.tagging.tag_url(url, options, started=started)
         else:
@@ -168,7 +168,7 @@ class SimilarService:
             )
         query_scores = None
         if scores is not None:
-            names = [tag.name for tag in self.tagging.tags]
+            names = self.tagging.vocabulary.ids
             missing = [name for name in names if name not in scores]
             if missing:
                 raise ProblemError(BAD_REQUEST, f"scores lack tags: {', '.join(missing[:5])}")
@@ -208,7 +208,8 @@ class _problems:  # noqa: N801 - used as `with _problems():`
         if isinstance(error, UnknownTrackError):
             raise ProblemError(NOT_FOUND, str(error)) from None
         if isinstance(error, BadFilterError):
-            raise ProblemError(BAD_REQUEST, str(error)) from None
+            extensions = {"candidates": list(error.candidates)} if error.candidates else None
+            raise ProblemError(BAD_REQUEST, str(error), extensions=extensions) from None
         if isinstance(error, EmptyCatalogError):
             raise ProblemError(NOT_FOUND, str(error)) from None
         if isinstance(error, CatalogError):

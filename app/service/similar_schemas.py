@@ -8,7 +8,7 @@ from app.service.schemas import Embedding
 
 
 class TrackTag(BaseModel):
-    tag: str = Field(examples=["piano"])
+    tag: str = Field(description="The tag's id (msd/rock, or the bare name).", examples=["piano"])
     score: float = Field(ge=0.0, le=1.0, examples=[0.42])
 
 
@@ -18,7 +18,10 @@ class CatalogTrack(BaseModel):
     id: int = Field(description="The track's id in the catalogue.", examples=[12])
     file: str = Field(description="The file's path as `tagger index build` found it.")
     duration_seconds: float
-    top_tags: list[TrackTag] = Field(description="The track's five best tags.")
+    top_tags: list[TrackTag] = Field(
+        description="The track's five best tags (each synonym group once for a model with "
+        "several vocabularies)."
+    )
     audio_url: str | None = Field(
         default=None,
         description="Where the page can play it: /catalog/tracks/{id}/audio, when the file is "
@@ -60,7 +63,11 @@ class SimilarURLRequest(BaseModel):
 
     url: str = Field(min_length=1, max_length=2048, description="http or https URL of the file.")
     top: int = Field(default=10, ge=1, le=100, description="How many tracks to return.")
-    tag: list[str] = Field(default_factory=list, description="Tags every result must have.")
+    tag: list[str] = Field(
+        default_factory=list,
+        description="Tags every result must have: a tag id or synonym group (msd/rock, "
+        "mtt/vocal), or a bare name only one taxonomy has.",
+    )
     min_score: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Score a tag needs (default: its threshold)."
     )
@@ -77,9 +84,14 @@ class VectorSearchRequest(BaseModel):
 
     embedding: Embedding
     scores: dict[str, float] | None = Field(
-        default=None, description="The query's tag scores by name; only taxonomy filters need them."
+        default=None,
+        description="The query's tag scores by tag id; only taxonomy filters need them.",
     )
     top: int = Field(default=10, ge=1, le=100, description="How many tracks to return.")
-    tag: list[str] = Field(default_factory=list, description="Tags every result must have.")
+    tag: list[str] = Field(
+        default_factory=list,
+        description="Tags every result must have: a tag id or synonym group (msd/rock, "
+        "mtt/vocal), or a bare name only one taxonomy has.",
+    )
     min_score: float | None = Field(default=None, ge=0.0, le=1.0)
     taxonomy: list[str] = Field(default_factory=list)

@@ -27,6 +27,7 @@ from app.pipeline.describe import (
     window_times,
 )
 from app.pipeline.int8 import plan_int8
+from app.pipeline.vocabulary import Vocabulary, VocabularyError, tag_fields
 from app.service.batcher import (
     Batcher,
     BatcherStoppedError,
@@ -57,12 +58,12 @@ from app.service.problems import (
     UNSUPPORTED_MEDIA,
     UPLOAD_TOO_LARGE,
     ProblemError,
+    vocabulary_problem,
 )
 from app.service.schemas import (
     Embedding,
     ModelInfo,
     Segment,
-    TagInfo,
     TagResponse,
     TagScore,
     TagsResponse,
@@ -89,12 +90,17 @@ class TagOptions:
         threshold: One decision threshold for all tags, or None for the checkpoint's per-tag ones.
         segments: Whether to return every window's scores too.
         embedding: Whether to return the track's embedding (and each window's, with segments).
+        taxonomy: Only this taxonomy's tags (top-k and segments), or None for all.
+        synonyms: "one" tag per synonym group in the top-k, "all", or None for the model's
+            default (app.pipeline.vocabulary).
     """
 
     top_k: int = 10
     threshold: float | None = None
     segments: bool = False
     embedding: bool = False
+    taxonomy: str | None = None
+    synonyms: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,7 @@ class TaggingService:
         )
         self.model = self.checkpoint.model
         self.tags = self.checkpoint.metadata.tags
+        self.vocabulary = Vocabulary(self.tags)
         self.thresholds = torch.tensor(self.checkpoint.metadata.thresholds, dtype=torch.float32)
         options = runtime_options(settings)
         self.int8 = plan_int8(self.checkpoint, options, self.device)
@@ -358,13 +365,20 @@ class TaggingService:
         )
         return self._describe(result.scores, decoded, options, timings)
 
-    def _check_options(self, options: TagOptions) -> None:
-        if not 1 <= options.top_k <= len(self.tags):
+    def _check_options(self, options: TagOptions) -> tuple[int, ...]:
+        """The outputs the request covers; a bad option raises its 400 first."""
+        try:
+            columns = self.vocabulary.select(options.taxonomy)
+            self.vocabulary.synonyms(options.synonyms)
+        except VocabularyError as error:
+            raise vocabulary_problem(error) from None
+        if not 1 <= options.top_k <= len(columns):
+            of = "the vocabulary size" if options.taxonomy is None else f"{options.taxonomy}'s"
             raise ProblemError(
                 BAD_REQUEST,
-                f"top_k must be between 1 and {len(self.tags)} (the vocabulary size), "
-                f"got {options.top_k}",
+                f"top_k must be between 1 and {len(columns)} ({of} tags), got {options.top_k}",
             )
+        return columns
 
     def _open_stream(self, deadline: float) -> WindowStream:
         try:
@@ -456,25 +470,37 @@ class TaggingService:
         # The model call returns scores and embedding in one row per window (model.embedding).
         window_scores, window_embeddings = split_rows(rows, len(self.tags))
         thresholds = decision_thresholds(self.thresholds, options.threshold)
-        best = top_tags(track_scores(window_scores), self.tags, thresholds, options.top_k)
+        columns = self.vocabulary.select(options.taxonomy)
+        best = top_tags(
+            track_scores(window_scores),
+            self.tags,
+            thresholds,
+            options.top_k,
+            among=columns,
+            one_per_group=self.vocabulary.synonyms(options.synonyms) == "one",
+        )
         tags = [
             TagScore(
-                tag=decision.tag.name,
-                score=decision.score,
-                category=decision.tag.category,
-                synonym_group=decision.tag.synonym_group,
-                threshold=decision.threshold,
-                passes_threshold=decision.passes_threshold,
+                **tag_fields(
+                    decision.tag,
+                    score=decision.score,
+                    threshold=decision.threshold,
+                    passes_threshold=decision.passes_threshold,
+                )
             )
             for decision in best
         ]
         segments = None
         if options.segments:
-            names = [tag.name for tag in self.tags]
+            ids = [self.vocabulary.ids[i] for i in columns]
             window = self.model.audio.window_samples
             times = window_times(decoded.samples, window, decoded.sample_rate)
             segments = [
-                Segment(start=start, end=end, scores=dict(zip(names, row.tolist(), strict=True)))
+                Segment(
+                    start=start,
+                    end=end,
+                    scores={ids[j]: float(row[i]) for j, i in enumerate(columns)},
+                )
                 for (start, end), row in zip(times, window_scores, strict=True)
             ]
         embedding = None
@@ -503,7 +529,7 @@ class TaggingService:
     @functools.cached_property
     def explanations(self) -> ExplanationRunner:
         """Made on the first explain request: nothing of it exists while nobody asks."""
-        return ExplanationRunner(self.model, [tag.name for tag in self.tags], self.settings)
+        return ExplanationRunner(self.model, self.vocabulary, self.settings)
 
     async def tag_and_explain(
         self,
@@ -520,6 +546,7 @@ class TaggingService:
         this keeps `tag_audio` exactly what it is without them. The deadline follows the
         tagging rule (request_deadline_s plus deadline_s_per_audio_minute per minute).
         """
+        self._check_options(options)
         self.explanations.check(explaining)
         response = await self.tag_audio(data, options, started=started, fetch_seconds=fetch_seconds)
         limit = self.settings.explain_max_audio_seconds
@@ -564,20 +591,12 @@ class TaggingService:
 
     # ----- descriptions -------------------------------------------------------------------
 
-    def tags_info(self) -> TagsResponse:
-        return TagsResponse(
-            model_id=self.model_id,
-            tags=[
-                TagInfo(
-                    index=i,
-                    name=tag.name,
-                    category=tag.category,
-                    synonym_group=tag.synonym_group,
-                    threshold=float(self.thresholds[i]),
-                )
-                for i, tag in enumerate(self.tags)
-            ],
-        )
+    def tags_info(self, taxonomy: str | None = None) -> TagsResponse:
+        try:
+            listing = self.vocabulary.listing(self.thresholds.tolist(), taxonomy)
+        except VocabularyError as error:
+            raise vocabulary_problem(error) from None
+        return TagsResponse(model_id=self.model_id, **listing)
 
     def model_info(self) -> ModelInfo:
         return describe_model(self)

@@ -14,12 +14,14 @@ from app.pipeline.explain import (
     explain_track,
     resolve_tags,
 )
+from app.pipeline.vocabulary import Vocabulary
 from model.explain import Explainer
-from model.tags import MTAT_TAGS
+from model.tags import MTAT_TAGS, TWO_VOCABULARY_TAGS
 from model.zoo import build_model
 from tests.app.audio import music
 
 NAMES = [tag.name for tag in MTAT_TAGS]
+MTT = Vocabulary(MTAT_TAGS)
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +32,26 @@ def explainer() -> Explainer:
 
 def test_unknown_tags_are_refused_naming_the_valid_ones() -> None:
     with pytest.raises(ExplainRequestError) as error:
-        resolve_tags(["piano", "kazoo"], NAMES, (), max_tags=5)
+        resolve_tags(["piano", "kazoo"], MTT, (), max_tags=5)
     assert "'kazoo'" in str(error.value)
     assert "valid tags: guitar, classical, slow" in str(error.value)
     with pytest.raises(ExplainRequestError, match="at most 2"):
-        resolve_tags(["piano", "flute", "cello"], NAMES, (), max_tags=2)
+        resolve_tags(["piano", "flute", "cello"], MTT, (), max_tags=2)
     # Without names: the top tags, cut to the limit.
-    assert resolve_tags([], NAMES, ["piano", "flute", "cello"], max_tags=2) == [9, 25]
+    assert resolve_tags([], MTT, ["piano", "flute", "cello"], max_tags=2) == [9, 25]
+
+
+def test_two_vocabularies_take_ids_and_unambiguous_names() -> None:
+    both = Vocabulary(TWO_VOCABULARY_TAGS)
+    # msd/rock is the first MSD output (index 50), jazz only exists in MSD (its 10th tag).
+    assert resolve_tags(["msd/rock", "jazz", "mtt/piano"], both, (), max_tags=5) == [50, 59, 9]
+    with pytest.raises(
+        ExplainRequestError, match="'rock' is ambiguous: it names mtt/rock, msd/rock"
+    ):
+        resolve_tags(["rock"], both, (), max_tags=5)
+    assert resolve_tags(["rock"], both, (), max_tags=5, taxonomy="msd") == [50]
+    with pytest.raises(ExplainRequestError, match=r"unknown taxonomy 'lastfm'; .* mtt, msd"):
+        resolve_tags(["rock"], both, (), max_tags=5, taxonomy="lastfm")
 
 
 def test_methods_default_to_gradient_and_hcnn_cannot_explain(explainer: Explainer) -> None:
