@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from fastapi import FastAPI
 
 from app.service.app import create_app
 from app.service.settings import Settings
 from model.checkpoint import save_checkpoint
-from model.tags import MTAT_TAGS
-from model.zoo import build_model
+from model.tags import MTAT_TAGS, TWO_VOCABULARY_TAGS
+from model.zoo import build_model, config_for
 from tests.app.servers import FileServer, ServiceProcess
 
 # The checkpoint's first tag gets its own threshold, to see per-tag thresholds come through.
@@ -34,6 +35,29 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("checkpoint") / "q2l-small.safetensors"
     return save_checkpoint(
         path, model, preset="q2l-small", thresholds=thresholds, provenance=PROVENANCE
+    )
+
+
+# msd/rock (output 50) gets its own threshold in the two-vocabulary checkpoint.
+MSD_ROCK_THRESHOLD = 0.375  # exact in float32, as thresholds are served
+
+
+@pytest.fixture(scope="session")
+def two_vocabulary_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The layout of the default model v2: q2l-small with the 50 MTT and then the 50 MSD tags
+    (random weights)."""
+    torch.manual_seed(16)
+    config = config_for("q2l-small", {"n_classes": len(TWO_VOCABULARY_TAGS)})
+    model = build_model("q2l-small", config).eval()
+    thresholds = [0.5] * 50 + [MSD_ROCK_THRESHOLD] + [0.5] * 49
+    path = tmp_path_factory.mktemp("two-vocabularies") / "q2l-small-mtt-msd.safetensors"
+    return save_checkpoint(
+        path,
+        model,
+        preset="q2l-small",
+        tags=TWO_VOCABULARY_TAGS,
+        thresholds=thresholds,
+        provenance=PROVENANCE,
     )
 
 
