@@ -163,6 +163,7 @@ def run_job(options: JobOptions, *, say: Callable[[str], None] = print) -> JobRe
     Raises:
         app.scale.storage.StorageError: SOURCE or DEST cannot be used.
         model.checkpoint.CheckpointError: the checkpoint cannot be used.
+        app.pipeline.vocabulary.VocabularyError: a taxonomy the checkpoint does not have.
     """
     started = time.monotonic()
     report = JobReport()

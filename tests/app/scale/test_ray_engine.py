@@ -156,3 +156,36 @@ def test_json_lines_records_are_tagger_tags_records(
             assert ours["tag"] == theirs["tag"]
             assert abs(ours["score"] - theirs["score"]) <= 1e-4
     assert set(by_name[BROKEN]) == {"file", "model_id", "error"}
+
+
+def test_a_two_vocabulary_model_writes_ids_and_one_taxonomy(
+    local_ray: str, songs: Path, tmp_path: Path, two_vocabulary_checkpoint: Path
+) -> None:
+    dest = tmp_path / "msd"
+    options = _options(
+        songs, str(dest), checkpoint=two_vocabulary_checkpoint, taxonomy="msd", top_k=10
+    )
+    report = run_job(options, say=lambda _: None)
+    assert report.tagged == 4
+    for row in (r for r in _parquet_rows(dest) if r["error"] is None):
+        scores = dict(row["scores"])
+        assert len(scores) == 50
+        assert list(scores)[:2] == ["msd/rock", "msd/pop"]
+        tags = row["tags"]
+        assert len(tags) == 10
+        assert {t["taxonomy"] for t in tags} == {"msd"}
+        assert all(t["tag"].startswith("msd/") for t in tags)
+        assert len({t["synonym_group"] for t in tags}) == 10
+
+
+def test_an_unknown_taxonomy_stops_the_job_before_it_starts(
+    local_ray: str, songs: Path, tmp_path: Path, two_vocabulary_checkpoint: Path
+) -> None:
+    from app.pipeline.vocabulary import UnknownTaxonomyError
+
+    options = _options(
+        songs, str(tmp_path / "x"), checkpoint=two_vocabulary_checkpoint, taxonomy="lastfm"
+    )
+    with pytest.raises(UnknownTaxonomyError, match="taxonomies are mtt, msd"):
+        run_job(options, say=lambda _: None)
+    assert not (tmp_path / "x").exists()
