@@ -3,14 +3,20 @@
 "use strict";
 
 (() => {
-  const CATEGORY_ORDER = ["genre", "mood", "instrument", "vocal", "tempo/dynamics", "other"];
+  // The categories in model/tags.py's order (GET /tags groups by them too).
+  const CATEGORY_ORDER = ["genre", "era", "mood", "instrument", "vocal", "tempo/dynamics", "other"];
   const CATEGORY_NAMES = {
     genre: "Genre",
+    era: "Era",
     mood: "Mood",
     instrument: "Instrument",
     vocal: "Vocals",
     "tempo/dynamics": "Tempo and dynamics",
     other: "Other",
+  };
+  const TAXONOMY_NAMES = {
+    mtt: "MagnaTagATune (mtt)",
+    msd: "Million Song Dataset, Last.fm (msd)",
   };
   // Viridis: ordered by lightness and readable with colour-vision deficiencies.
   const RAMP = [
@@ -34,6 +40,10 @@
   const urlForm = $("url-form");
   const urlInput = $("url-input");
   const topKInput = $("top-k");
+  const taxonomyField = $("taxonomy-field");
+  const taxonomySelect = $("taxonomy");
+  const vocabularySummary = $("vocabulary-summary");
+  const vocabularyGroups = $("vocabulary-groups");
   const statusLine = $("status");
   const errorBox = $("error");
   const errorMessage = $("error-message");
@@ -57,6 +67,7 @@
   let repeat = null; // sends the last file or URL again, when the number of tags changes
   let lastSource = null; // {file} or {url} of the result on screen, for evidence.js
   let catalog = false; // the service has a catalogue this model can search (GET /catalog)
+  let vocabulary = null; // GET /tags: the tags in model order and grouped by taxonomy, category
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -127,8 +138,20 @@
   async function loadModel() {
     try {
       const body = await callApi("/tags");
-      modelLine.textContent = `Model ${body.model_id} · ${body.tags.length} tags`;
-      topKInput.max = String(body.tags.length);
+      vocabulary = body;
+      const named = body.taxonomies.filter((group) => group.taxonomy);
+      const count = named.length === 1 ? "1 vocabulary" : `${named.length} vocabularies`;
+      const names = named.map((group) => group.taxonomy).join(", ");
+      const which = named.length ? ` in ${count} (${names})` : "";
+      modelLine.textContent = `Model ${body.model_id} · ${body.tags.length} tags${which}`;
+      named.forEach((group) => {
+        const option = document.createElement("option");
+        option.value = group.taxonomy;
+        option.textContent = TAXONOMY_NAMES[group.taxonomy] || group.taxonomy;
+        taxonomySelect.append(option);
+      });
+      taxonomyField.hidden = named.length === 0;
+      showVocabulary();
     } catch (error) {
       if (error.status === 503) {
         modelLine.textContent = "The model is still loading…";
@@ -137,6 +160,55 @@
         modelLine.textContent = explain(error, "page");
       }
     }
+  }
+
+  // ---- the vocabulary: taxonomies and categories ----
+
+  function taxonomy() {
+    return taxonomySelect.value || null;
+  }
+
+  // The groups of GET /tags the page shows now: the chosen taxonomy's, or all.
+  function shownGroups() {
+    if (!vocabulary) return [];
+    const chosen = taxonomy();
+    return vocabulary.taxonomies.filter((group) => !chosen || group.taxonomy === chosen);
+  }
+
+  function showVocabulary() {
+    const groups = shownGroups();
+    const count = groups.reduce(
+      (n, group) => n + group.categories.reduce((m, c) => m + c.tags.length, 0),
+      0,
+    );
+    topKInput.max = String(count || 50);
+    vocabularySummary.textContent = `The model's tags (${count}), by category`;
+    vocabularyGroups.replaceChildren();
+    groups.forEach((group) => {
+      const section = document.createElement("section");
+      section.className = "vocabulary-taxonomy";
+      if (group.taxonomy) section.dataset.taxonomy = group.taxonomy;
+      if (group.taxonomy) {
+        const heading = document.createElement("h4");
+        heading.textContent = TAXONOMY_NAMES[group.taxonomy] || group.taxonomy;
+        section.append(heading);
+      }
+      group.categories.forEach((category) => {
+        const title = document.createElement("h5");
+        title.textContent = CATEGORY_NAMES[category.category] || category.category;
+        const list = document.createElement("ul");
+        list.className = "vocabulary-tags";
+        list.dataset.category = category.category;
+        category.tags.forEach((tag) => {
+          const item = document.createElement("li");
+          item.textContent = tag.id || tag.name;
+          item.title = `synonym group: ${tag.synonym_group}; threshold ${tag.threshold.toFixed(2)}`;
+          list.append(item);
+        });
+        section.append(title, list);
+      });
+      vocabularyGroups.append(section);
+    });
   }
 
   // ---- state, status and errors ----
@@ -208,6 +280,7 @@
     form.append("file", file, file.name);
     const query = new URLSearchParams({ top_k: String(topK()), segments: "true" });
     if (catalog) query.set("embedding", "true");
+    if (taxonomy()) query.set("taxonomy", taxonomy());
     return run(
       file.name || "the file",
       "file",
@@ -219,7 +292,13 @@
   function tagUrl(url) {
     repeat = () => tagUrl(url);
     lastSource = { url };
-    const body = JSON.stringify({ url, top_k: topK(), segments: true, embedding: catalog });
+    const body = JSON.stringify({
+      url,
+      top_k: topK(),
+      segments: true,
+      embedding: catalog,
+      taxonomy: taxonomy(),
+    });
     return run(
       nameOfUrl(url),
       "url",
@@ -609,6 +688,12 @@
   topKInput.addEventListener("change", () => {
     // An emptied field is someone still typing, not a request for the default.
     if (topKInput.value.trim() === "" || !Number.isInteger(Number(topKInput.value))) return;
+    if (repeat && main.dataset.state === "done") repeat();
+  });
+
+  taxonomySelect.addEventListener("change", () => {
+    showVocabulary();
+    topK(); // clamps the number of tags to the chosen vocabulary's
     if (repeat && main.dataset.state === "done") repeat();
   });
 

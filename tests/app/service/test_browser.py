@@ -17,11 +17,13 @@ from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.app.audio import encode
 from tests.app.browser import find_chromium, full_page_png, start_chromium
 from tests.app.catalog.music import build_catalog, make_excerpts
+from tests.app.conftest import MAIN_SERVER_SETTINGS
 from tests.app.servers import FileServer, Route, ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -142,6 +144,8 @@ def test_upload_draws_bars_and_heat_map(
     assert wait_finished(browser) == "done", browser.find_element(By.ID, "error").text
 
     assert "Tagged generated music.mp3" in browser.find_element(By.ID, "status").text
+    # One vocabulary: no vocabulary to choose, tags named as always.
+    assert not browser.find_element(By.ID, "taxonomy-field").is_displayed()
     assert browser.find_element(By.ID, "results").is_displayed()
     assert not browser.find_element(By.ID, "similar").is_displayed()  # no catalogue here
     tags = bar_tags(browser)
@@ -413,3 +417,70 @@ def test_a_tag_chosen_with_the_keyboard_shows_its_evidence(
     first = buttons[0].get_attribute("data-tag")
     wait_for(browser, lambda c: evidence.get_attribute("data-tag") == first)
     assert box.get_attribute("data-state") == "done"
+
+
+@pytest.fixture(scope="module")
+def two_server(two_vocabulary_checkpoint: Path) -> Iterator[ServiceProcess]:
+    """The service with a 100-tag model of two vocabularies (mtt, msd; random weights)."""
+    process = ServiceProcess({"checkpoint": str(two_vocabulary_checkpoint), **MAIN_SERVER_SETTINGS})
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_two_vocabularies_by_category_with_a_taxonomy_selector(
+    browser: webdriver.Chrome, two_server: ServiceProcess, tmp_path: Path
+) -> None:
+    open_page(browser, two_server)
+    model = browser.find_element(By.ID, "model").text
+    assert model.endswith("· 100 tags in 2 vocabularies (mtt, msd)"), model
+    field = browser.find_element(By.ID, "taxonomy-field")
+    assert field.is_displayed()
+    select = browser.find_element(By.ID, "taxonomy")
+    assert select.accessible_name == "Vocabulary"
+    options = [o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")]
+    assert options == ["", "mtt", "msd"]
+
+    # The vocabulary, by taxonomy and category.
+    browser.find_element(By.ID, "vocabulary-summary").click()
+    summary = browser.find_element(By.ID, "vocabulary-summary").text
+    assert summary == "The model's tags (100), by category"
+    era = browser.find_element(
+        By.CSS_SELECTOR, '[data-taxonomy="msd"] .vocabulary-tags[data-category="era"]'
+    )
+    assert era.text.split("\n") == [
+        "msd/00s",
+        "msd/80s",
+        "msd/90s",
+        "msd/oldies",
+        "msd/70s",
+        "msd/60s",
+    ]
+
+    track = tmp_path / "track.ogg"
+    track.write_bytes(encode("ogg", 6.0))
+    upload(browser, track)
+    assert wait_finished(browser) == "done", browser.find_element(By.ID, "error").text
+    tags = bar_tags(browser)
+    assert len(tags) == TOP_K
+    assert all(tag.split("/")[0] in ("mtt", "msd") for tag in tags), tags
+    groups = [g.text for g in browser.find_elements(By.CSS_SELECTOR, "#bars .bar-group h4")]
+    assert len(groups) == len(set(groups))
+    order = ["Genre", "Era", "Mood", "Instrument", "Vocals", "Tempo and dynamics", "Other"]
+    assert groups == sorted(groups, key=order.index)
+    assert browser.execute_script(HEATMAP_PIXELS)["rows"] == TOP_K
+
+    # Choosing a vocabulary tags the file again with that vocabulary's tags only.
+    Select(select).select_by_value("msd")
+    wait_for(
+        browser,
+        lambda c: state(c) == "done" and all(t.startswith("msd/") for t in bar_tags(c)),
+    )
+    assert len(bar_tags(browser)) == TOP_K
+    assert browser.find_element(By.ID, "vocabulary-summary").text == (
+        "The model's tags (50), by category"
+    )
+    assert browser.find_element(By.ID, "top-k").get_attribute("max") == "50"
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-taxonomy="mtt"]')
