@@ -42,7 +42,7 @@ def service(two_catalog: Path, two_vocabulary_checkpoint: Path) -> Iterator[Serv
         process.stop()
 
 
-def similar(service: ServiceProcess, **params: object) -> httpx.Response:
+def similar(service: ServiceProcess, **params: str | float) -> httpx.Response:
     return httpx.get(f"{service.url}/catalog/tracks/1/similar", params=params, timeout=60)
 
 
