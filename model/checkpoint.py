@@ -162,8 +162,8 @@ def _validate(metadata: CheckpointMetadata, n_classes: int, path: Path) -> None:
         raise CheckpointError(
             f"{path}: {len(metadata.tags)} tags for a model with {n_classes} outputs"
         )
-    if len({tag.name for tag in metadata.tags}) != len(metadata.tags):
-        raise CheckpointError(f"{path}: tag names are not unique")
+    if len({tag.id for tag in metadata.tags}) != len(metadata.tags):
+        raise CheckpointError(f"{path}: tag ids are not unique")
     if len(metadata.thresholds) != n_classes:
         raise CheckpointError(
             f"{path}: {len(metadata.thresholds)} thresholds for a model with {n_classes} outputs"
