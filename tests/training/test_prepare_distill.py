@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from model.tags import MTAT_TAG_NAMES
+from tests.training.distill_fakes import N_TAGS, write_choice, write_source
 from training.cli import main
 from training.data.distilled import prepare_distilled, window_labels
 from training.data.store import DatasetError, PreparedDataset
-
-from tests.training.distill_fakes import N_TAGS, write_choice, write_source
 
 WINDOW = 59049
 GUITAR, CLASSICAL, TECHNO, PIANO = (

@@ -44,8 +44,10 @@ def split(
 def test_groups_split_the_vocabulary() -> None:
     groups = truth_groups()
     assert "mtt/drums" in groups["instruments"]
-    assert "mtt/choir" in groups["voice"] and "mtt/no vocals" in groups["voice"]
-    assert "msd/instrumental" in groups["msd"] and "msd/guitar" in groups["msd"]
+    assert "mtt/choir" in groups["voice"]
+    assert "mtt/no vocals" in groups["voice"]
+    assert "msd/instrumental" in groups["msd"]
+    assert "msd/guitar" in groups["msd"]
     assert "mtt/beat" in groups["other"]
     assert sum(len(ids) for ids in groups.values()) == N_TAGS
 
