@@ -10,8 +10,11 @@ For every source the cache holds, under `<cache>/<source_id>/`:
 The teachers read the same 59,049-sample windows as the student (231 frames instead of their
 native 187), which keeps soft labels aligned with the student's inputs. The log-mel is computed
 in float32, avoiding musicnn's float16 overflow. Work is done source by source, and
-`<cache>/index.jsonl` is appended once a source has every teacher's scores, so an interrupted
-run resumes where it stopped; a teacher added later is run over the sources that lack it.
+`<cache>/index.jsonl` is appended once a source has the requested teachers' scores, so an
+interrupted run resumes where it stopped, and a teacher requested later is run over the sources
+that lack it. The default model's recipe labels validation and test with all four teachers,
+chooses (`choose-teachers`), then labels training with only the chosen ones (`--chosen`): a
+teacher that lost never labels the training set.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from model.checkpoint import load_checkpoint
 from model.inference import predict_windows, split_windows, window_starts
 from model.zoo import preset_config
 from training.distill.corpus import Source, music_sources, render_sources
-from training.distill.teachers import TAG_IDS, TEACHERS, Teacher, teacher_file
+from training.distill.teachers import (
+    TAG_IDS,
+    TEACHERS,
+    Teacher,
+    needed_teachers,
+    read_choice,
+    teacher_file,
+)
 
 STUDENT_PRESET = "q2l-small"
 # The cache holds the default student's input windows, so its audio is what that preset reads.
@@ -124,8 +134,10 @@ def build_cache(
     threads: int,
     max_windows: int,
     teacher_names: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
 ) -> None:
-    """Cache every source of the corpus with the named teachers (all four by default)."""
+    """Cache the sources of the corpus (of `splits`, default all) with the named teachers (all
+    four by default)."""
     torch.set_num_threads(threads)
     cache.mkdir(parents=True, exist_ok=True)
     chosen = [t for t in TEACHERS if teacher_names is None or t.name in teacher_names]
@@ -133,7 +145,11 @@ def build_cache(
     if unknown:
         raise SystemExit(f"unknown teachers {sorted(unknown)}; known: {[t.name for t in TEACHERS]}")
     teachers = {teacher: load_checkpoint(teacher.weights).model for teacher in chosen}
-    sources = music_sources(music_dir) + render_sources(render_dir)
+    sources = [
+        source
+        for source in music_sources(music_dir) + render_sources(render_dir)
+        if splits is None or source.split in splits
+    ]
     done = read_index(cache)
     todo = [
         s for s in sources if s.source_id not in done or not _complete(cache, s.source_id, chosen)
@@ -159,20 +175,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("data/distill"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-windows-per-source", type=int, default=MAX_WINDOWS_PER_SOURCE)
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--teachers",
         nargs="+",
         default=None,
         help=f"only these teachers (default: all of {[t.name for t in TEACHERS]})",
     )
+    which.add_argument(
+        "--chosen",
+        action="store_true",
+        help="only the teachers the recorded choice needs (run choose-teachers first)",
+    )
+    parser.add_argument(
+        "--splits", nargs="+", choices=["train", "valid", "test"], help="only these splits"
+    )
     args = parser.parse_args(argv)
+    names = needed_teachers(read_choice(args.cache)["choices"]) if args.chosen else args.teachers
     build_cache(
         args.music,
         args.rendered,
         args.cache,
         args.threads,
         args.max_windows_per_source,
-        args.teachers,
+        names,
+        args.splits,
     )
     return 0
 

@@ -2,7 +2,8 @@
 
 Splits hold out whole packages (real music) and whole pieces (renders), so no track or piece is
 split across sets. The held-out packages span the styles of the corpus: electronic, techno, rock
-and metal, fast celtic and piano pieces.
+and metal, fast celtic and piano pieces; since v2 also 0 A.D.'s orchestral and world-music
+score and performous' recorded choir (test), and UFO: AI's soundtrack (validation).
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VALID_PACKAGES = frozenset({"xmoto-data", "extremetuxracer-data", "asc-music", "redeclipse-data"})
+VALID_PACKAGES = frozenset(
+    {"xmoto-data", "extremetuxracer-data", "asc-music", "redeclipse-data", "ufoai-music"}
+)
 TEST_PACKAGES = frozenset(
-    {"singularity-music", "freedroidrpg-data", "fretsonfire-songs-sectoid", "supertuxkart-data"}
+    {
+        "singularity-music",
+        "freedroidrpg-data",
+        "fretsonfire-songs-sectoid",
+        "supertuxkart-data",
+        "0ad-data",
+        "performous",
+    }
 )
 
 

@@ -51,7 +51,8 @@ class Split:
         windows: (N, window_samples) int16 audio windows (the student preset's).
         teacher: (N, 100) the chosen teachers' probabilities (MTT tags, then MSD tags).
         labels: (N, 100) ground truth where known (1/0), else -1.
-        teachers: Each teacher's own (N, 50) probabilities, by teacher name.
+        teachers: Each teacher's own (N, 50) probabilities, by teacher name (those that
+            labelled the whole split).
         source_ids: (N,) which source each window came from.
         kinds: (N,) "music" or "render".
     """
@@ -91,10 +92,13 @@ def load_split(cache: Path, split: str) -> Split:
             parts[name].append(np.load(folder / f"{name}.npy"))
         parts["teacher"].append(combined_scores(folder, choices))
         for teacher in TEACHERS:
-            own[teacher.name].append(np.load(teacher_file(folder, teacher)))
+            if teacher_file(folder, teacher).is_file():
+                own[teacher.name].append(np.load(teacher_file(folder, teacher)))
         n = len(parts["windows"][-1])
         ids.append(np.full(n, str(row["source_id"])))
         kinds.append(np.full(n, str(row["kind"])))
+    # A teacher that did not label every source of the split (a losing one, on train) is left out.
+    own = {name: arrays for name, arrays in own.items() if len(arrays) == len(rows)}
     return Split(
         windows=np.concatenate(parts["windows"]),
         teacher=np.concatenate(parts["teacher"]),

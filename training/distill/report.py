@@ -2,6 +2,7 @@
 
     python -m training report [--student model/weights/default.safetensors]
         [--v1 model/weights/default-v1.safetensors]
+        [--baseline runs/distill-rescnn/model.safetensors]
 
 Everything is measured on sources never used in training, validation or calibration (the test
 split: whole packages and whole pieces held out), except the threshold bootstrap, which is
@@ -38,7 +39,7 @@ from training.distill.evaluation import (
 from training.distill.teachers import TAG_IDS, TAXONOMIES, TEACHERS, read_choice
 from training.export import CALIBRATION_MIN_POSITIVES
 
-STUDENT, V1 = "v2 student", "v1 student"
+STUDENT, V1, BASELINE = "v2 student", "v1 student", "baseline student"
 
 
 def _as_two_vocabulary(checkpoint: Checkpoint, scores: np.ndarray) -> np.ndarray:
@@ -58,6 +59,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     checkpoints = {STUDENT: load_checkpoint(args.student)}
     if args.v1 is not None and args.v1.is_file():
         checkpoints[V1] = load_checkpoint(args.v1)
+    if args.baseline is not None:
+        checkpoints[BASELINE] = load_checkpoint(args.baseline)
     scores = {
         name: _as_two_vocabulary(ckpt, score_split(ckpt.model, test).astype(np.float32))
         for name, ckpt in checkpoints.items()
@@ -86,7 +89,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     provenance = student.metadata.provenance
     return {
         "command": f"python -m training report --student {args.student}"
-        + (f" --v1 {args.v1}" if V1 in checkpoints else ""),
+        + (f" --v1 {args.v1}" if V1 in checkpoints else "")
+        + (f" --baseline {args.baseline}" if BASELINE in checkpoints else ""),
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
@@ -237,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--student", type=Path, default=Path("model/weights/default.safetensors"))
     parser.add_argument(
         "--v1", type=Path, default=Path("model/weights/default-v1.safetensors"), help="v1 model"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another student (e.g. ResCNN) to compare"
     )
     parser.add_argument("--cache", type=Path, default=Path("data/distill"))
     parser.add_argument("--output", type=Path, default=Path("docs/default-model.md"))

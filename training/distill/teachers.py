@@ -90,6 +90,16 @@ def combined_scores(folder: Path, choices: dict[str, str]) -> np.ndarray:
     ).astype(np.float32)
 
 
+def needed_teachers(choices: dict[str, str]) -> list[str]:
+    """The teachers whose scores `choices` combine (both of a vocabulary for its mean)."""
+    return [
+        teacher.name
+        for taxonomy, choice in choices.items()
+        for teacher in teachers_of(taxonomy)
+        if choice in (MEAN, teacher.name)
+    ]
+
+
 def read_choice(cache: Path) -> dict[str, Any]:
     """The recorded choice (`{"choices": {taxonomy: name}, "figures": ...}`)."""
     path = cache / CHOICE_FILE
