@@ -52,13 +52,17 @@ train_distilled = if [ -f runs/distill-$(1)/last.pt ]; then \
 	  $(PY) -m training train --config training/experiments/default-model.toml --preset $(1) --out runs/distill-$(1) $(2); \
 	fi
 
-# Rebuilds the bundled default model from nothing: fetch real music, render MIDI, label windows
-# with the MTT_musicnn teacher, distil into q2l-small, evaluate. Resumable; about 2 h on 2 cores.
+# Rebuilds the bundled default model from nothing: fetch real music, render MIDI, label the
+# validation and test windows with all four musicnn teachers, choose each vocabulary's teacher on
+# validation ground truth, label the training windows with the chosen ones, distil into q2l-small
+# (100 outputs: MTT then MSD tags), evaluate. Resumable: every step skips what is done.
 DISTILL_PRESET ?= q2l-small
 default-model: $(STAMP)
 	$(PY) -m training fetch-music --dest data/music --apt-update
 	$(PY) -m training render --dest data/rendered
-	$(PY) -m training label --music data/music --rendered data/rendered --cache data/distill
+	$(PY) -m training label --music data/music --rendered data/rendered --cache data/distill --splits valid test
+	test -f data/distill/teachers.json || $(PY) -m training choose-teachers --cache data/distill
+	$(PY) -m training label --music data/music --rendered data/rendered --cache data/distill --splits train --chosen
 	test -f data/distill-soft/dataset.json || $(PY) -m training prepare-distill --soft --cache data/distill --out data/distill-soft
 	$(call train_distilled,$(DISTILL_PRESET),)
 	cp runs/distill-$(DISTILL_PRESET)/model.safetensors model/weights/default.safetensors

@@ -9,6 +9,7 @@ from model.base import TaggingModel
 from model.config import AudioConfig, ModelConfig, config_from_dict, config_to_dict
 from model.hcnn import HarmonicCNN, HarmonicCNNConfig
 from model.musicnn import Musicnn, MusicnnConfig
+from model.musicnn_vgg import MusicnnVgg, MusicnnVggConfig
 from model.q2l import Q2LConfig, Query2Label
 from model.rescnn import ResCNN, ResCNNConfig
 
@@ -17,6 +18,7 @@ ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[TaggingModel]]] = {
     "rescnn": (ResCNNConfig, ResCNN),
     "hcnn": (HarmonicCNNConfig, HarmonicCNN),
     "musicnn": (MusicnnConfig, Musicnn),
+    "musicnn-vgg": (MusicnnVggConfig, MusicnnVgg),
 }
 
 PRESETS: dict[str, tuple[str, ModelConfig]] = {
@@ -33,6 +35,8 @@ PRESETS: dict[str, tuple[str, ModelConfig]] = {
     "hcnn": ("hcnn", HarmonicCNNConfig(audio=AudioConfig(window_samples=80000))),
     # Musicnn with MTT_musicnn's layer sizes (3 s windows).
     "musicnn": ("musicnn", MusicnnConfig()),
+    # musicnn's VGG baseline with MTT_vgg's / MSD_vgg's layer sizes (187-frame patches).
+    "musicnn-vgg": ("musicnn-vgg", MusicnnVggConfig()),
 }
 
 

@@ -29,6 +29,9 @@ from training.metrics import (
 )
 from training.run import autocast_dtype, write_json
 
+# Fewer positive validation windows than this and a distilled model's tag is not calibrated.
+CALIBRATION_MIN_POSITIVES = 20
+
 log = logging.getLogger(__name__)
 
 PROTOCOL = (
@@ -79,8 +82,13 @@ def finalize(
         test, _ = evaluate_split(model, data, "test", env, **options)
     else:
         log.warning("the test split is empty: no test metrics")
+    # A distilled model's labels are "teacher >= threshold", so a tag too rare in validation
+    # to calibrate keeps that threshold; trained on real labels, it keeps 0.5.
     thresholds, uncalibrated = calibrate_thresholds(
-        valid_predictions.labels, valid_predictions.scores
+        valid_predictions.labels,
+        valid_predictions.scores,
+        default=float(data.info.get("source", {}).get("threshold", 0.5)) if soft else 0.5,
+        min_positives=CALIBRATION_MIN_POSITIVES if soft else 1,
     )
     agreement: float | None = None
     if soft or config.select_by == "agreement":
@@ -202,8 +210,9 @@ def export_checkpoint(
     }
     if "licence" in source:
         provenance["licence"] = source["licence"]
-    if "teacher" in source:
-        provenance["teacher"] = source["teacher"]
+    for key in ("teacher", "teachers"):
+        if key in source:
+            provenance[key] = source[key]
     model.eval()
     return save_checkpoint(
         path,

@@ -101,11 +101,13 @@ def tagging_metrics(
 
 
 def calibrate_thresholds(
-    labels: np.ndarray, scores: np.ndarray, *, default: float = 0.5
+    labels: np.ndarray, scores: np.ndarray, *, default: float = 0.5, min_positives: int = 1
 ) -> tuple[list[float], list[int]]:
     """Per tag, the score threshold that maximises F1 (a tag is on when score >= threshold).
 
-    Tags without a positive example keep `default`.
+    Tags with fewer than `min_positives` positive examples keep `default`: an F1-optimal cut
+    over a handful of positives is noise (the default model's report bootstraps how stable the
+    calibrated ones are).
 
     Returns:
         (thresholds, indices of the tags left at the default)
@@ -115,7 +117,7 @@ def calibrate_thresholds(
     thresholds: list[float] = []
     uncalibrated: list[int] = []
     for k in range(labels.shape[1]):
-        if not (labels[:, k] > 0).any():
+        if (labels[:, k] > 0).sum() < max(1, min_positives):
             thresholds.append(default)
             uncalibrated.append(k)
             continue

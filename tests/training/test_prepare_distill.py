@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from model.tags import MTAT_TAG_NAMES
+from tests.training.distill_fakes import N_TAGS, write_choice, write_source
 from training.cli import main
 from training.data.distilled import prepare_distilled, window_labels
 from training.data.store import DatasetError, PreparedDataset
@@ -27,19 +28,16 @@ def _write_cache(root: Path) -> dict[str, np.ndarray]:
     for n, split in enumerate(["train", "train", "valid", "valid", "test", "test"]):
         source_id = f"src{n}"
         folder = root / source_id
-        folder.mkdir(parents=True)
         pcm = rng.integers(-3000, 3000, size=(3, WINDOW), dtype=np.int16)
         teacher = np.zeros((3, 50), dtype=np.float32)
         teacher[:, GUITAR] = [0.9, 0.1, 0.3]  # present in two windows of every source
         teacher[:, TECHNO] = 0.05 if n % 2 else 0.8  # only in even sources
         teacher[0, CLASSICAL] = 0.29  # just below the threshold
-        truth = np.full((3, 50), -1, dtype=np.int8)
+        truth = np.full((3, N_TAGS), -1, dtype=np.int8)
         if n % 2:
             truth[:, PIANO] = [1, 1, 0]  # a render: piano truth known
             truth[:, GUITAR] = 0  # ... and guitar known absent, overriding the teacher
-        np.save(folder / "windows.npy", pcm)
-        np.save(folder / "teacher.npy", teacher)
-        np.save(folder / "labels.npy", truth)
+        write_source(folder, pcm, teacher, truth)
         windows[source_id] = pcm
         kind = "render" if n % 2 else "music"
         rows.append(
@@ -52,6 +50,7 @@ def _write_cache(root: Path) -> dict[str, np.ndarray]:
             }
         )
     (root / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_choice(root)
     return windows
 
 
@@ -66,7 +65,7 @@ def test_whole_cache(tmp_path: Path) -> None:
     data = prepare_distilled(tmp_path / "cache", tmp_path / "out", min_positives=2)
     # guitar: 2 per music source, 0 in renders (truth); techno: 3 per even source; piano: 2 per
     # render. classical never reaches 0.3.
-    assert data.tag_names == ("guitar", "techno", "piano")
+    assert data.tag_names == ("mtt/guitar", "mtt/techno", "mtt/piano")
     assert {s: len(data.split_indices(s)) for s in ("train", "valid", "test")} == {
         "train": 6,
         "valid": 6,
@@ -97,7 +96,7 @@ def test_subsets_and_vocabulary_from_the_whole_cache(tmp_path: Path) -> None:
     }
     # Guitar and piano have 2 positives per split in the whole cache, techno 3: the vocabulary
     # does not depend on the subset (whose 2 training windows may hold no techno at all).
-    assert a.tag_names == ("techno",)
+    assert a.tag_names == ("mtt/techno",)
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     b = PreparedDataset.open(tmp_path / "b")
     assert a.keys.tolist() == b.keys.tolist()  # seeded

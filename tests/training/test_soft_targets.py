@@ -10,6 +10,7 @@ import pytest
 
 from model.checkpoint import load_checkpoint
 from model.tags import MTAT_TAG_NAMES
+from tests.training.distill_fakes import N_TAGS, write_choice, write_source
 from tests.training.fakes import tiny_model_args
 from training.cli import main
 from training.config import TrainConfig, make_config, read_config_file
@@ -35,21 +36,19 @@ def _write_cache(root: Path) -> None:
     rows = []
     for n, split in enumerate(["train", "train", "valid", "valid", "test", "test"]):
         folder = root / f"src{n}"
-        folder.mkdir(parents=True)
         teacher = np.full((6, 50), 0.05, dtype=np.float32)
         teacher[:, GUITAR] = [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]
-        truth = np.full((6, 50), -1, dtype=np.int8)
+        truth = np.full((6, N_TAGS), -1, dtype=np.int8)
         if n % 2:
             truth[:, PIANO] = [1, 1, 1, 0, 0, 0]
         pcm = rng.integers(-3000, 3000, size=(6, WINDOW), dtype=np.int16)
-        np.save(folder / "windows.npy", pcm)
-        np.save(folder / "teacher.npy", teacher)
-        np.save(folder / "labels.npy", truth)
+        write_source(folder, pcm, teacher, truth)
         kind = "render" if n % 2 else "music"
         rows.append(
             {"source_id": f"src{n}", "kind": kind, "path": f"{kind}/{n}.ogg", "split": split}
         )
     (root / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_choice(root)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def soft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_soft_dataset_keeps_every_tag_and_the_teacher_probabilities(soft_data: Path) -> None:
     data = PreparedDataset.open(soft_data)
-    assert data.n_classes == 50
+    assert data.n_classes == N_TAGS
     assert data.info["clips"] == {"train": 12, "valid": 12, "test": 12}
     assert data.info["source"]["targets"] == "soft"
     assert data.targets is not None
@@ -83,7 +82,7 @@ def test_hard_datasets_have_no_soft_targets(tmp_path: Path) -> None:
     _write_cache(tmp_path / "cache")
     data = prepare_distilled(tmp_path / "cache", tmp_path / "hard")
     assert data.targets is None
-    assert data.tag_names == ("guitar",)  # the only tag with 10 positives in every split
+    assert data.tag_names == ("mtt/guitar",)  # the only tag with 10 positives in every split
     with pytest.raises(DatasetError, match="prepare-distill --soft"):
         RandomCrops(data, data.split_indices("train"), WINDOW, seed=0, soft=True)
 
@@ -139,11 +138,17 @@ def test_the_default_model_preset_trains_resumes_and_exports(
     checkpoint = load_checkpoint(out / "model.safetensors")
     metadata = checkpoint.metadata
     assert metadata.preset == "q2l-small"
-    assert len(metadata.thresholds) == 50
-    assert [tag.name for tag in metadata.tags] == list(MTAT_TAG_NAMES)
+    assert len(metadata.thresholds) == N_TAGS
+    assert [tag.id for tag in metadata.tags][:2] == ["mtt/guitar", "mtt/classical"]
+    assert [tag.id for tag in metadata.tags][50:52] == ["msd/rock", "msd/pop"]
+    # No MSD teacher positive anywhere: too rare to calibrate, the tag keeps teacher >= 0.3.
+    assert metadata.thresholds[50] == pytest.approx(0.3)
+    assert "msd/rock" in metadata.provenance["uncalibrated_tags"]
     provenance = metadata.provenance
-    assert "MTT_musicnn" in provenance["teacher"]
+    assert "MTT_musicnn" in provenance["teachers"]["mtt"]
+    assert "MSD_musicnn" in provenance["teachers"]["msd"]
     assert "CC BY-NC-SA 3.0" in provenance["licence"]
+    assert "Million Song Dataset" in provenance["licence"]
     assert provenance["recipe"]["targets"] == "soft"
     assert provenance["recipe"]["lr"] == 3e-4
     assert provenance["recipe"]["epochs"] == 2

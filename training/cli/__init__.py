@@ -2,11 +2,12 @@
 
 fetch-music       DFSG-free music from Debian packages -> data/music
 render            music21 scores played by GM programs -> labelled audio (data/rendered)
-label             audio windows + the musicnn teacher's scores -> cache (data/distill)
+label             audio windows + the four musicnn teachers' scores -> cache (data/distill)
+choose-teachers   per vocabulary: one teacher or the mean of two, on validation ground truth
 prepare-mtat      MagnaTagATune folder (+ Won et al.'s split files) -> prepared dataset
 prepare-manifest  own audio + manifest + vocabulary -> prepared dataset
 prepare-distill   the teacher-labelled cache (data/distill) -> prepared dataset (--soft: the
-                  teacher's soft targets over all 50 tags, for distillation)
+                  chosen teachers' soft targets over all 100 tags, for distillation)
 train             one run (paper's recipe by default; --config for a TOML/JSON file; the
                   default model: --config training/experiments/default-model.toml)
 evaluate          a checkpoint or run on one split: macro ROC/PR-AUC and a per-tag table

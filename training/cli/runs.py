@@ -144,7 +144,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         else:
             checkpoint = load_checkpoint(path, device="cpu")
             model = checkpoint.model
-            tag_names = tuple(tag.name for tag in checkpoint.metadata.tags)
+            tag_names = tuple(tag.id for tag in checkpoint.metadata.tags)
         if tag_names != data.tag_names:
             raise DatasetError(
                 f"{path} predicts tags {', '.join(tag_names[:5])}... but {data.root} is labelled "

@@ -32,6 +32,12 @@ def _label(argv: Sequence[str]) -> int | None:
     return main(argv)
 
 
+def _choose_teachers(argv: Sequence[str]) -> int | None:
+    from training.distill.choose import main
+
+    return main(argv)
+
+
 def _report(argv: Sequence[str]) -> int | None:
     from training.distill.report import main
 
@@ -41,7 +47,11 @@ def _report(argv: Sequence[str]) -> int | None:
 STEPS: dict[str, tuple[Callable[[Sequence[str]], int | None], str]] = {
     "fetch-music": (_fetch_music, "fetch DFSG-free music from Debian packages into data/music"),
     "render": (_render, "render music21 scores with GM programs into labelled audio"),
-    "label": (_label, "cache audio windows and the musicnn teacher's scores (data/distill)"),
+    "label": (_label, "cache audio windows and the four teachers' scores (data/distill)"),
+    "choose-teachers": (
+        _choose_teachers,
+        "per vocabulary, one teacher or the mean of two, chosen on validation ground truth",
+    ),
     "report": (_report, "the default model's report: teacher agreement and rendered-audio AUCs"),
 }
 

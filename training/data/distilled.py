@@ -1,8 +1,11 @@
 """The default model's teacher-labelled corpus (`data/distill`) as a prepared dataset.
 
 The distillation cache (see `training.distill.cache`) holds real Debian music and music21
-renders cut into 59,049-sample windows, each with MTT_musicnn's scores and, for renders, the
-instruments that really play. Its train/valid/test splits hold out whole packages and pieces.
+renders cut into 59,049-sample windows, each with the four musicnn teachers' scores and, where
+known, the truth (the instruments and voices that really play). The teacher of each vocabulary
+is the one `choose-teachers` recorded in the cache (`training.distill.teachers`), so every window
+has 100 teacher scores: the 50 MTT tags, then the 50 MSD tags. Its train/valid/test splits
+hold out whole packages and pieces.
 This turns it into the format `train`, `evaluate` and `compare` read, so the paper's comparison
 runs on it unchanged:
 
@@ -14,7 +17,7 @@ runs on it unchanged:
   measured (a tag without positives in a subset is skipped by the metrics, as always);
 - optionally a seeded random subset of windows per split, for a compute budget.
 
-With `soft` it is the default model's training data instead: every one of the 50 tags is kept
+With `soft` it is the default model's training data instead: every one of the 100 tags is kept
 and each window also carries float soft targets (the teacher's probabilities, replaced by the
 render's instrument truth where that is known) for `train` with `targets = "soft"`; the 0/1
 labels stay the agreement labels the model is selected and calibrated against.
@@ -28,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.tags import MTAT_TAGS
 from training.data.store import SPLITS, DatasetError, DatasetWriter, PreparedDataset
 from training.distill.cache import SAMPLE_RATE
+from training.distill.teachers import VOCABULARY, combined_scores, read_choice
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_MIN_POSITIVES = 10
@@ -60,9 +63,9 @@ def soft_targets(teacher: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(truth >= 0, truth, teacher).astype(np.float32)
 
 
-TEACHER = (
-    "MTT_musicnn (musicnn==0.1.0, ISC; trained on MagnaTagATune, CC BY-NC-SA 3.0: "
-    "non-commercial lineage)"
+LICENCE = (
+    "non-commercial lineage: the MTT teachers were trained on MagnaTagATune (CC BY-NC-SA 3.0), "
+    "the MSD teachers on the Million Song Dataset's Last.fm tags (non-commercial research use)"
 )
 
 
@@ -90,7 +93,7 @@ def prepare_distilled(
         threshold: Teacher score at or above which a tag counts as present.
         min_positives: Tags with fewer positive windows than this in any split are dropped.
         seed: Seed of the window subsets.
-        soft: Keep all 50 tags and store the soft targets too (see the module docstring).
+        soft: Keep all 100 tags and store the soft targets too (see the module docstring).
 
     Raises:
         DatasetError: not a cache, an empty split, or no tag with enough positives.
@@ -98,6 +101,11 @@ def prepare_distilled(
     cache = Path(cache)
     limits = dict(limits or {})
     rows = sorted(_read_index(cache), key=lambda r: str(r["source_id"]))
+    try:
+        choice = read_choice(cache)
+    except FileNotFoundError as error:
+        raise DatasetError(str(error)) from None
+    choices: dict[str, str] = choice["choices"]
     rng = np.random.default_rng(seed)
     chosen: dict[str, list[tuple[dict[str, object], np.ndarray]]] = {}
     labels: dict[str, np.ndarray] = {}
@@ -109,7 +117,7 @@ def prepare_distilled(
             raise DatasetError(f"{cache} has no sources in the {split} split")
         scores = [
             (
-                np.load(cache / str(r["source_id"]) / "teacher.npy"),
+                combined_scores(cache / str(r["source_id"]), choices),
                 np.load(cache / str(r["source_id"]) / "labels.npy"),
             )
             for r in sources
@@ -133,7 +141,7 @@ def prepare_distilled(
     positives = np.stack(full_positives)
     # Distillation learns every tag the teacher scores, rare ones included.
     keep = (
-        np.arange(len(MTAT_TAGS))
+        np.arange(len(VOCABULARY))
         if soft
         else np.flatnonzero((positives >= min_positives).all(axis=0))
     )
@@ -141,7 +149,7 @@ def prepare_distilled(
         raise DatasetError(
             f"no tag has {min_positives} positive windows in every split; lower min_positives"
         )
-    tags = [MTAT_TAGS[k] for k in keep]
+    tags = [VOCABULARY[k] for k in keep]
     writer = DatasetWriter(
         out, sample_rate=SAMPLE_RATE, dtype="int16", n_classes=len(tags), overwrite=overwrite
     )
@@ -166,18 +174,20 @@ def prepare_distilled(
                 "kind": "distillation cache",
                 "cache": str(cache),
                 "targets": "soft" if soft else "hard",
-                "teacher": TEACHER,
+                "teachers": {
+                    taxonomy: f"{described} (musicnn==0.1.0, ISC)"
+                    for taxonomy, described in choice["described"].items()
+                },
                 "description": "real music from Debian packages and rendered music21 pieces, "
-                "labelled by the teacher; see docs/model-card.md",
-                # Exported with every model trained on it: the teacher's data is non-commercial.
-                "licence": "non-commercial lineage: the teacher was trained on MagnaTagATune "
-                "(CC BY-NC-SA 3.0)",
+                "labelled by the teachers; see docs/model-card.md",
+                # Exported with every model trained on it: the teachers' data is non-commercial.
+                "licence": LICENCE,
                 "threshold": threshold,
                 "min_positives": None if soft else min_positives,
                 "limits": {s: limits.get(s) for s in SPLITS},
                 "seed": seed,
                 "positives": {
-                    split: {MTAT_TAGS[k].name: int((labels[split][:, k] > 0).sum()) for k in keep}
+                    split: {VOCABULARY[k].id: int((labels[split][:, k] > 0).sum()) for k in keep}
                     for split in SPLITS
                 },
             },

@@ -262,7 +262,8 @@ class PreparedDataset:
 
     @property
     def tag_names(self) -> tuple[str, ...]:
-        return tuple(tag.name for tag in self.tags)
+        """Each output's tag id (`msd/rock`; the bare name in a vocabulary without taxonomies)."""
+        return tuple(tag.id for tag in self.tags)
 
     @property
     def n_classes(self) -> int:

@@ -10,10 +10,10 @@ import torch
 
 from model.base import TaggingModel
 from model.inference import predict_windows
-from model.tags import MTAT_TAG_NAMES
 from training import metrics
 from training.data.distilled import soft_targets
 from training.distill.cache import read_index
+from training.distill.teachers import TAG_IDS, TEACHERS, combined_scores, read_choice, teacher_file
 
 TEACHER_POSITIVE = 0.3  # a teacher score at or above this counts as a positive label
 MIN_POSITIVES = 10  # agreement is averaged over tags with at least this many positive windows
@@ -40,7 +40,7 @@ def score_split(
 
 def frequent_tag_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, list[str]]:
     """Macro ROC-AUC over the tags with at least MIN_POSITIVES positives, and those tags."""
-    return metrics.frequent_tag_auc(labels, scores, MTAT_TAG_NAMES, MIN_POSITIVES)
+    return metrics.frequent_tag_auc(labels, scores, TAG_IDS, MIN_POSITIVES)
 
 
 @dataclass
@@ -49,8 +49,10 @@ class Split:
 
     Attributes:
         windows: (N, window_samples) int16 audio windows (the student preset's).
-        teacher: (N, C) teacher probabilities.
-        labels: (N, C) ground truth where known (1/0), else -1.
+        teacher: (N, 100) the chosen teachers' probabilities (MTT tags, then MSD tags).
+        labels: (N, 100) ground truth where known (1/0), else -1.
+        teachers: Each teacher's own (N, 50) probabilities, by teacher name (those that
+            labelled the whole split).
         source_ids: (N,) which source each window came from.
         kinds: (N,) "music" or "render".
     """
@@ -60,6 +62,7 @@ class Split:
     labels: np.ndarray
     source_ids: np.ndarray
     kinds: np.ndarray
+    teachers: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -78,20 +81,29 @@ def load_split(cache: Path, split: str) -> Split:
     rows = [row for row in read_index(cache).values() if row["split"] == split]
     if not rows:
         raise ValueError(f"no cached sources in split {split!r} under {cache}")
+    choices = read_choice(cache)["choices"]
     parts: dict[str, list[np.ndarray]] = {"windows": [], "teacher": [], "labels": []}
+    own: dict[str, list[np.ndarray]] = {teacher.name: [] for teacher in TEACHERS}
     ids: list[np.ndarray] = []
     kinds: list[np.ndarray] = []
     for row in sorted(rows, key=lambda r: str(r["source_id"])):
         folder = cache / str(row["source_id"])
-        for name in parts:
+        for name in ("windows", "labels"):
             parts[name].append(np.load(folder / f"{name}.npy"))
+        parts["teacher"].append(combined_scores(folder, choices))
+        for teacher in TEACHERS:
+            if teacher_file(folder, teacher).is_file():
+                own[teacher.name].append(np.load(teacher_file(folder, teacher)))
         n = len(parts["windows"][-1])
         ids.append(np.full(n, str(row["source_id"])))
         kinds.append(np.full(n, str(row["kind"])))
+    # A teacher that did not label every source of the split (a losing one, on train) is left out.
+    own = {name: arrays for name, arrays in own.items() if len(arrays) == len(rows)}
     return Split(
         windows=np.concatenate(parts["windows"]),
         teacher=np.concatenate(parts["teacher"]),
         labels=np.concatenate(parts["labels"]),
         source_ids=np.concatenate(ids),
         kinds=np.concatenate(kinds),
+        teachers={name: np.concatenate(arrays) for name, arrays in own.items()},
     )
