@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,7 +317,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> str:
     lines.append(f"{'pieces':{width}}" + "".join(f"{pieces[s]:>8}" for s in splits))
     for tag in tags:
         lines.append(f"{tag:{width}}" + "".join(f"{positives[s][tag]:>8}" for s in splits))
-    groups = {
+    groups: dict[str, Callable[[dict[str, Any]], str]] = {
         "soundfont": lambda row: str(row.get("soundfont")),
         "voice": lambda row: str(row.get("voice") or "none"),
         "drums": lambda row: "drums" if row.get("drums") else "no drums",
