@@ -147,7 +147,8 @@ def evaluate(pieces: Sequence[Piece], checkpoint: Path) -> dict[str, Any]:
     loaded = load_checkpoint(checkpoint)
     model = loaded.model.eval()
     explainer = Explainer(model)
-    names = [tag.name for tag in loaded.metadata.tags]
+    # Render labels are two-vocabulary ids; a single-vocabulary checkpoint's bare names are MTT's.
+    names = [tag.id if tag.taxonomy else f"mtt/{tag.name}" for tag in loaded.metadata.tags]
     window = model.audio.window_samples
     rate = model.audio.sample_rate
     mel = explainer.mel

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from training.distill.render.pool import render_corpus, summarise
 from training.distill.render.programs import MAX_SECONDS, MIN_SECONDS
+from training.distill.render.soundfonts import SOUNDFONT_BY_NAME
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -33,6 +34,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=2,
         help="random-program renders per valid/test piece (train: 1)",
     )
+    parser.add_argument(
+        "--choral-pieces",
+        type=int,
+        default=50,
+        help="choral pieces (Bach chorales first) rendered as a choir and as a solo voice",
+    )
+    parser.add_argument(
+        "--vox-fraction",
+        type=float,
+        default=0.15,
+        help="fraction of the other pieces also rendered with a solo voice on the top part",
+    )
+    parser.add_argument(
+        "--drum-fraction",
+        type=float,
+        default=0.35,
+        help="fraction of random-mix and solo-voice renders given a generated drum part",
+    )
+    parser.add_argument(
+        "--soundfonts",
+        nargs="+",
+        choices=sorted(SOUNDFONT_BY_NAME),
+        default=list(SOUNDFONT_BY_NAME),
+        help="soundfonts dealt to the renders in turn (the Debian ones are fetched)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # music21 warns about every overfull measure of every encoding; the renders do not care.
@@ -47,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_seconds=args.max_seconds,
         piano_fraction=args.piano_fraction,
         heldout_mixes=args.heldout_mixes,
+        choral_pieces=args.choral_pieces,
+        vox_fraction=args.vox_fraction,
+        drum_fraction=args.drum_fraction,
+        soundfonts=args.soundfonts,
     )
     print(summarise(rows))
     total = sum(row["duration_s"] for row in rows)

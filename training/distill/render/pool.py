@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +17,36 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from training.distill.render.drums import choose_drums
 from training.distill.render.labels import active_tags, labels_for
 from training.distill.render.programs import (
     CORPUS_LICENCE,
+    FAST_TAG,
     INSTRUMENT_TAGS,
     MAX_SECONDS,
     MIN_SECONDS,
     SAMPLE_RATE,
-    SOUNDFONT_NAME,
+    SLOW_TAG,
+    SOLO_TAG,
     class_of_program,
     split_of,
 )
-from training.distill.render.scores import PartInfo, load_score
-from training.distill.render.survey import Job, Survey, interleaved_candidates, plan, survey
+from training.distill.render.scores import PartInfo, load_score, start_tempo
+from training.distill.render.soundfonts import (
+    SOUNDFONT_BY_NAME,
+    SOUNDFONTS,
+    cached_path,
+    fetch_soundfont,
+)
+from training.distill.render.survey import (
+    Job,
+    Survey,
+    _rng,
+    choral_candidates,
+    interleaved_candidates,
+    plan,
+    survey,
+)
 from training.distill.render.synth import render_score
 
 log = logging.getLogger(__name__)
@@ -43,13 +60,34 @@ class Rendered:
     seconds: float  # wall time spent
 
 
-def run_job(job: Job, max_seconds: float) -> Rendered:
+def voice_of(programs: Sequence[int]) -> str | None:
+    """ "choir", "solo voice" or None: the kind of singing a render's programs hold."""
+    classes = [cls for p in programs if (cls := class_of_program(p)) is not None and cls.voice]
+    if any(cls.ensemble for cls in classes):
+        return "choir"
+    return "solo voice" if classes else None
+
+
+def run_job(job: Job, max_seconds: float, soundfont_cache: Path) -> Rendered:
     """Parse, render and label one job (in a worker process when --workers > 1)."""
     start = time.perf_counter()
+    soundfont = SOUNDFONT_BY_NAME[job.soundfont]
     try:
         score = load_score(job.piece)
         parse_s = time.perf_counter() - start
-        rendering = render_score(score, job.programs, max_seconds=max_seconds, peak_db=job.peak_db)
+        drums = None
+        if job.drums:
+            rng = _rng("drums", job.piece, job.variant)
+            drums = choose_drums(start_tempo(score).quarter_bpm, rng, max_seconds)
+        rendering = render_score(
+            score,
+            job.programs,
+            max_seconds=max_seconds,
+            peak_db=job.peak_db,
+            soundfont=cached_path(soundfont, soundfont_cache),
+            drums=drums,
+            drum_seed=f"{job.piece}:{job.variant}",
+        )
     except Exception as error:  # a piece music21 parses but cannot export is skipped, not fatal
         log.warning("skipping %s (%s): %s: %s", job.piece, job.variant, type(error).__name__, error)
         return Rendered(job, None, {}, time.perf_counter() - start)
@@ -65,12 +103,19 @@ def run_job(job: Job, max_seconds: float) -> Rendered:
         "instruments": sorted(
             {cls.name for p in rendering.programs if (cls := class_of_program(p)) is not None}
         ),
+        "voice": voice_of(rendering.programs),
+        "drums": rendering.drums.kit.name if rendering.drums else None,
+        "drum_start_bar": rendering.drums.start_bar if rendering.drums else None,
+        "drum_hits": rendering.drum_hits,
+        "label_keys": "tag id",
         "labels": labels_for(rendering),
         "active": active_tags(rendering),
         "tempo_bpm": round(rendering.tempo.quarter_bpm, 2),
         "tempo_marked": rendering.tempo.marked,
         "duration_s": round(rendering.duration_s, 3),
-        "soundfont": SOUNDFONT_NAME,
+        "soundfont": soundfont.name,
+        "soundfont_package": soundfont.package,
+        "soundfont_licence": soundfont.licence,
         "licence": f"{copyright_text} ({CORPUS_LICENCE})" if copyright_text else CORPUS_LICENCE,
         "composer": (metadata.composer if metadata else None) or None,
         "title": (metadata.title if metadata else None) or None,
@@ -83,7 +128,7 @@ def _survey_task(args: tuple[str, int, float, float]) -> Survey:
     return survey(*args)
 
 
-def _job_task(args: tuple[Job, float]) -> Rendered:
+def _job_task(args: tuple[Job, float, Path]) -> Rendered:
     return run_job(*args)
 
 
@@ -107,8 +152,10 @@ def survey_corpus(
     min_seconds: float,
     max_seconds: float,
     mapped: Any = map,
+    candidates: Iterator[str] | None = None,
+    desc: str = "survey",
 ) -> list[Survey]:
-    """The first `pieces` usable candidates, in `interleaved_candidates` order.
+    """The first `pieces` usable candidates, in `interleaved_candidates` order (or `candidates`).
 
     Surveys are cached in `cache_path` (one JSON line per corpus file, for these parameters), so
     a rerun does not parse the corpus again: parsing is most of the survey's cost.
@@ -125,10 +172,11 @@ def survey_corpus(
                 parts = tuple(PartInfo(**part) for part in row.pop("parts"))
                 cached[file] = Survey(**row, parts=parts)
     started = time.perf_counter()
-    candidates = interleaved_candidates(seed)
+    if candidates is None:
+        candidates = interleaved_candidates(seed)
     usable: list[Survey] = []
     surveyed: list[Survey] = []
-    with tqdm(total=pieces, desc="survey", unit="piece") as bar, cache_path.open("a") as cache:
+    with tqdm(total=pieces, desc=desc, unit="piece") as bar, cache_path.open("a") as cache:
         while len(usable) < pieces:
             # One file per missing piece, at least 8 to keep workers busy (extras are cached).
             batch = list(itertools.islice(candidates, max(pieces - len(usable), 8)))
@@ -168,11 +216,16 @@ def render_corpus(
     max_seconds: float = MAX_SECONDS,
     piano_fraction: float = 0.3,
     heldout_mixes: int = 2,
+    choral_pieces: int = 0,
+    vox_fraction: float = 0.0,
+    drum_fraction: float = 0.0,
+    soundfonts: Sequence[str] = (SOUNDFONTS[0].name,),
 ) -> list[dict[str, Any]]:
-    """Survey corpus pieces until `pieces` are usable, then render them into `dest`.
+    """Survey corpus pieces until `pieces` (and `choral_pieces`) are usable, then render them.
 
-    Deterministic for a given seed; renders already in `dest/manifest.jsonl` are kept, so an
-    interrupted run resumes. Returns the manifest rows of this plan.
+    The soundfonts named are fetched into `dest/soundfonts` first. Deterministic for a given seed;
+    renders already in `dest/manifest.jsonl` are kept, so an interrupted run resumes. Returns the
+    manifest rows of this plan.
     """
     import soundfile
     from tqdm import tqdm
@@ -181,6 +234,9 @@ def render_corpus(
     (dest / "audio").mkdir(exist_ok=True)
     manifest_path = dest / "manifest.jsonl"
     done = _read_manifest(manifest_path)
+    soundfont_cache = dest / "soundfonts"
+    for name in soundfonts:
+        fetch_soundfont(SOUNDFONT_BY_NAME[name], soundfont_cache)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
 
     def mapped(function: Any, items: Iterable[Any]) -> Iterator[Any]:
@@ -190,13 +246,32 @@ def render_corpus(
         usable = survey_corpus(
             dest / "survey.jsonl", pieces, seed, min_seconds, max_seconds, mapped
         )
-        jobs = plan(usable, seed, piano_fraction=piano_fraction, heldout_mixes=heldout_mixes)
+        choral = survey_corpus(
+            dest / "survey.jsonl",
+            choral_pieces,
+            seed,
+            min_seconds,
+            max_seconds,
+            mapped,
+            choral_candidates(seed),
+            "choral survey",
+        )
+        jobs = plan(
+            usable,
+            seed,
+            piano_fraction=piano_fraction,
+            heldout_mixes=heldout_mixes,
+            vox_fraction=vox_fraction,
+            drum_fraction=drum_fraction,
+            choral=choral,
+            soundfonts=soundfonts,
+        )
         todo = [job for job in jobs if not (job.path in done and (dest / job.path).is_file())]
         log.info("%d renders planned, %d already done", len(jobs), len(jobs) - len(todo))
         started = time.perf_counter()
         with manifest_path.open("a") as manifest:
             for result in tqdm(
-                mapped(_job_task, [(job, max_seconds) for job in todo]),
+                mapped(_job_task, [(job, max_seconds, soundfont_cache) for job in todo]),
                 total=len(todo),
                 desc="render",
                 unit="render",
@@ -223,9 +298,10 @@ def render_corpus(
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> str:
-    """Renders, hours and positives per tag per split, as a plain-text table."""
+    """Renders, hours and positives per tag per split, then hours per soundfont, voice and drums,
+    as plain-text tables."""
     splits = ("train", "valid", "test")
-    tags = [*INSTRUMENT_TAGS, "solo", "fast", "slow"]
+    tags = [*INSTRUMENT_TAGS, SOLO_TAG, FAST_TAG, SLOW_TAG]
     count = Counter(row["split"] for row in rows)
     hours: dict[str, float] = defaultdict(float)
     positives: dict[str, Counter[str]] = defaultdict(Counter)
@@ -233,11 +309,27 @@ def summarise(rows: Sequence[dict[str, Any]]) -> str:
         hours[row["split"]] += row["duration_s"] / 3600
         for tag, value in row["labels"].items():
             positives[row["split"]][tag] += int(value)
-    lines = [f"{'':12}" + "".join(f"{s:>8}" for s in splits)]
-    lines.append(f"{'renders':12}" + "".join(f"{count[s]:>8}" for s in splits))
-    lines.append(f"{'hours':12}" + "".join(f"{hours[s]:>8.2f}" for s in splits))
+    width = max(len(tag) for tag in tags) + 2
+    lines = [f"{'':{width}}" + "".join(f"{s:>8}" for s in splits)]
+    lines.append(f"{'renders':{width}}" + "".join(f"{count[s]:>8}" for s in splits))
+    lines.append(f"{'hours':{width}}" + "".join(f"{hours[s]:>8.2f}" for s in splits))
     pieces = {s: len({r["piece"] for r in rows if r["split"] == s}) for s in splits}
-    lines.append(f"{'pieces':12}" + "".join(f"{pieces[s]:>8}" for s in splits))
+    lines.append(f"{'pieces':{width}}" + "".join(f"{pieces[s]:>8}" for s in splits))
     for tag in tags:
-        lines.append(f"{tag:12}" + "".join(f"{positives[s][tag]:>8}" for s in splits))
+        lines.append(f"{tag:{width}}" + "".join(f"{positives[s][tag]:>8}" for s in splits))
+    groups: dict[str, Callable[[dict[str, Any]], str]] = {
+        "soundfont": lambda row: str(row.get("soundfont")),
+        "voice": lambda row: str(row.get("voice") or "none"),
+        "drums": lambda row: "drums" if row.get("drums") else "no drums",
+    }
+    for field, key in groups.items():
+        by: dict[str, float] = defaultdict(float)
+        renders: Counter[str] = Counter()
+        for row in rows:
+            by[key(row)] += row["duration_s"] / 3600
+            renders[key(row)] += 1
+        lines.append("")
+        lines.append(f"{field:{width}}{'renders':>8}{'hours':>8}")
+        for name in sorted(by):
+            lines.append(f"{name:{width}}{renders[name]:>8}{by[name]:>8.2f}")
     return "\n".join(lines)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Literal
 
 from model.config import AudioConfig
@@ -34,24 +31,47 @@ CORPUS_LICENCE = (
     "music21 corpus: out of copyright in the US or distributed with the encoders' permission; "
     "some encodings may restrict commercial use (music21/corpus/license.txt)"
 )
-SOUNDFONT_NAME = "TimGM6mb.sf2 (bundled with pretty_midi)"
 
 # Collections that are test files, analyses or chord charts rather than playable scores.
 SKIPPED_COLLECTIONS = frozenset({"demos", "theoryExercises", "leadSheet"})
 SKIPPED_SUFFIXES = frozenset({".rntxt"})
 
 
+# Tags every voice program makes positive: a singer is heard, whoever it is. "male"/"female" and
+# the MSD vocalist tags stay unknown: a GM voice preset has no stable sex.
+VOICE_TAGS: tuple[str, ...] = (
+    "mtt/voice",
+    "mtt/vocal",
+    "mtt/vocals",
+    "mtt/singing",
+)
+CHOIR_TAGS: tuple[str, ...] = ("mtt/choir", "mtt/choral")
+# Positive exactly when no voice program sounds (and 0 in every voice render).
+NO_VOICE_TAGS: tuple[str, ...] = (
+    "mtt/no vocal",
+    "mtt/no vocals",
+    "mtt/no voice",
+    "msd/instrumental",
+)
+DRUM_TAGS: tuple[str, ...] = ("mtt/drums",)
+# The generated drum parts are a steady pattern from the first bar they play to the last, which is
+# what MagnaTagATune's "beat"/"beats" describe; renders without drums have no beat instrument.
+BEAT_TAGS: tuple[str, ...] = ("mtt/beat", "mtt/beats")
+
+
 @dataclass(frozen=True)
 class InstrumentClass:
-    """A family of GM programs that sound like one MTAT instrument tag (or none: a distractor).
+    """A family of GM programs that sound like one instrument tag (or none: a distractor).
 
     Attributes:
         name: Short name, used in logs and statistics.
         programs: GM program numbers, 0-based (GM "Violin" 41 is 40 here).
-        tags: MTAT tags that are positive when this class sounds.
+        tags: Ids of the two-vocabulary model (`mtt/violin`, `msd/guitar`) that are positive when
+            this class sounds.
         low, high: Comfortable MIDI pitch range; parts outside it are moved by octaves.
         polyphonic: One player can play several parts at once (a chorale on one piano is solo).
         ensemble: A section or choir, never a solo, even on a single melody.
+        voice: A sung sound: the voice tags are positive and the "no vocal(s)" tags 0.
     """
 
     name: str
@@ -61,6 +81,7 @@ class InstrumentClass:
     high: int
     polyphonic: bool = False
     ensemble: bool = False
+    voice: bool = False
 
     @property
     def centre(self) -> float:
@@ -70,24 +91,33 @@ class InstrumentClass:
 TAGGED_CLASSES: tuple[InstrumentClass, ...] = (
     # Honky-tonk (3) and the electric pianos (4, 5) are left out: detuned or Rhodes-like
     # sounds that annotators may or may not call "piano".
-    InstrumentClass("piano", (0, 1, 2), ("piano",), 21, 108, polyphonic=True),
-    InstrumentClass("harpsichord", (6,), ("harpsichord",), 29, 89, polyphonic=True),
-    InstrumentClass("violin", (40,), ("violin", "strings"), 55, 100),
-    InstrumentClass("viola", (41,), ("strings",), 48, 88),
-    InstrumentClass("cello", (42,), ("cello", "strings"), 36, 76),
-    InstrumentClass("string ensemble", (48, 49), ("strings",), 28, 96, ensemble=True),
-    InstrumentClass("harp", (46,), ("harp",), 24, 103, polyphonic=True),
-    InstrumentClass("flute", (73,), ("flute",), 60, 96),
-    InstrumentClass("sitar", (104,), ("sitar",), 48, 84),
-    InstrumentClass("guitar", (24, 25), ("guitar",), 40, 84, polyphonic=True),
-    InstrumentClass("choir", (52,), ("choir", "choral"), 40, 81, ensemble=True),
-    InstrumentClass("synth", (80, 81, 89, 90), ("synth",), 36, 96, polyphonic=True),
+    InstrumentClass("piano", (0, 1, 2), ("mtt/piano",), 21, 108, polyphonic=True),
+    InstrumentClass("harpsichord", (6,), ("mtt/harpsichord",), 29, 89, polyphonic=True),
+    InstrumentClass("violin", (40,), ("mtt/violin", "mtt/strings"), 55, 100),
+    InstrumentClass("viola", (41,), ("mtt/strings",), 48, 88),
+    InstrumentClass("cello", (42,), ("mtt/cello", "mtt/strings"), 36, 76),
+    InstrumentClass("string ensemble", (48, 49), ("mtt/strings",), 28, 96, ensemble=True),
+    InstrumentClass("harp", (46,), ("mtt/harp",), 24, 103, polyphonic=True),
+    InstrumentClass("flute", (73,), ("mtt/flute",), 60, 96),
+    InstrumentClass("sitar", (104,), ("mtt/sitar",), 48, 84),
+    # "msd/acoustic" is left unknown: nylon and steel guitars are acoustic, but whether a whole
+    # render is "acoustic" depends on every other instrument in it, which no table decides well.
+    InstrumentClass("guitar", (24, 25), ("mtt/guitar", "msd/guitar"), 40, 84, polyphonic=True),
+    # Choir Aahs and Voice Oohs are both a group of singers in all three soundfonts.
+    InstrumentClass(
+        "choir", (52, 53), (*CHOIR_TAGS, *VOICE_TAGS), 40, 81, ensemble=True, voice=True
+    ),
+    InstrumentClass("synth", (80, 81, 89, 90), ("mtt/synth",), 36, 96, polyphonic=True),
 )
 PIANO = TAGGED_CLASSES[0]
+CHOIR = TAGGED_CLASSES[10]
+# One singer (GM 86 Solo Vox): a voice but not a choir. It never enters the random deck, where it
+# could be dealt several parts at once; the "vox" variant gives it exactly one part.
+SOLO_VOICE = InstrumentClass("solo voice", (85,), VOICE_TAGS, 48, 79, voice=True)
 
-# Instruments with no MTAT tag: they make the model tell "a melody instrument" from "a flute".
+# Instruments with no tag: they make the model tell "a melody instrument" from "a flute".
 # Recorder and pan flute are left out (too close to "flute"), as are contrabass and pizzicato or
-# tremolo strings (they would need "strings" but not reliably sound like it in this soundfont).
+# tremolo strings (they would need "strings" but not reliably sound like it in every soundfont).
 DISTRACTOR_CLASSES: tuple[InstrumentClass, ...] = (
     InstrumentClass("organ", (19,), (), 36, 96, polyphonic=True),
     InstrumentClass("accordion", (21,), (), 53, 89, polyphonic=True),
@@ -100,15 +130,43 @@ DISTRACTOR_CLASSES: tuple[InstrumentClass, ...] = (
     InstrumentClass("bassoon", (70,), (), 34, 75),
     InstrumentClass("clarinet", (71,), (), 50, 91),
 )
-ALL_CLASSES = TAGGED_CLASSES + DISTRACTOR_CLASSES
+ALL_CLASSES = (*TAGGED_CLASSES, SOLO_VOICE, *DISTRACTOR_CLASSES)
 # The deck holds every tagged class once and this many distractor cards per round.
 DISTRACTOR_CARDS = 3
 
-# Every tag a render is labelled with, 0 or 1: the tagged classes' tags, plus "drums", which is
-# always 0 because percussion channels are never rendered.
-INSTRUMENT_TAGS: tuple[str, ...] = (
-    *dict.fromkeys(tag for cls in TAGGED_CLASSES for tag in cls.tags),
-    "drums",
+# Every tag a render is labelled with, 0 or 1 (plus "mtt/solo", and the tempo tags when clear).
+INSTRUMENT_TAGS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [
+            *(tag for cls in ALL_CLASSES for tag in cls.tags),
+            *NO_VOICE_TAGS,
+            *DRUM_TAGS,
+            *BEAT_TAGS,
+        ]
+    )
+)
+SOLO_TAG = "mtt/solo"
+FAST_TAG = "mtt/fast"
+SLOW_TAG = "mtt/slow"
+
+
+@dataclass(frozen=True)
+class DrumKit:
+    """A GM drum kit: a preset of bank 128, played on the percussion channel."""
+
+    name: str
+    preset: int
+
+
+# The kits every soundfont here has (bank 128). Brush and Jazz suit slow pieces, Power and
+# Electronic fast ones; Standard and Room anything.
+DRUM_KITS: tuple[DrumKit, ...] = (
+    DrumKit("standard", 0),
+    DrumKit("room", 8),
+    DrumKit("power", 16),
+    DrumKit("electronic", 24),
+    DrumKit("jazz", 32),
+    DrumKit("brush", 40),
 )
 
 _CLASS_OF_PROGRAM: dict[int, InstrumentClass] = {
@@ -127,19 +185,3 @@ def split_of(piece: str) -> Split:
     if bucket < 80:
         return "train"
     return "valid" if bucket < 90 else "test"
-
-
-def soundfont_path() -> Path:
-    """The TimGM6mb soundfont inside the installed `pretty_midi` package (which is not imported)."""
-    spec = importlib.util.find_spec("pretty_midi")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pretty_midi is not installed: it carries the TimGM6mb soundfont")
-    path = Path(next(iter(spec.submodule_search_locations))) / "TimGM6mb.sf2"
-    if not path.is_file():
-        raise FileNotFoundError(f"no TimGM6mb.sf2 in the pretty_midi package at {path.parent}")
-    return path
-
-
-@cache
-def soundfont_bytes(path: Path) -> bytes:
-    return path.read_bytes()

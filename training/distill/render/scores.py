@@ -16,7 +16,8 @@ from training.distill.render.programs import SKIPPED_COLLECTIONS, SKIPPED_SUFFIX
 def corpus_root() -> Path:
     from music21 import corpus
 
-    return Path(corpus.__file__).parent
+    # Resolved: a virtual environment reached through a symlink lists its corpus paths resolved.
+    return Path(corpus.__file__).resolve().parent
 
 
 def candidate_pieces() -> list[str]:
@@ -26,7 +27,7 @@ def candidate_pieces() -> list[str]:
     root = corpus_root()
     found = []
     for path in corpus.getCorePaths():
-        rel = Path(path).relative_to(root)
+        rel = Path(path).resolve().relative_to(root)
         if rel.parts[0] in SKIPPED_COLLECTIONS or rel.suffix in SKIPPED_SUFFIXES:
             continue
         found.append(rel.as_posix())

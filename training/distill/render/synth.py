@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from training.distill.render.drums import HIT_SECONDS, DrumPart, drum_hits
 from training.distill.render.programs import (
     ACTIVE_GAP_SECONDS,
     DRUM_CHANNEL,
@@ -21,10 +24,9 @@ from training.distill.render.programs import (
     SAMPLE_RATE,
     SYNTH_RATE,
     class_of_program,
-    soundfont_bytes,
-    soundfont_path,
 )
 from training.distill.render.scores import Tempo, excerpt, part_infos, start_tempo
+from training.distill.render.soundfonts import bundled_soundfont_path
 
 
 @dataclass
@@ -40,6 +42,9 @@ class Rendering:
         active: Program -> merged [start_s, end_s] spans where it sounds.
         notes: Program -> (start_s, end_s, MIDI key as played, after octave shifts) of every
             note, for ground truth finer than tags (the evidence-map measurement).
+        drums: The drum part that plays, or None.
+        drum_active: Merged [start_s, end_s] spans where the drums sound.
+        drum_hits: How many drum hits sound.
     """
 
     samples: npt.NDArray[np.float32]
@@ -49,6 +54,9 @@ class Rendering:
     truncated: bool
     active: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     notes: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)
+    drums: DrumPart | None = None
+    drum_active: list[tuple[float, float]] = field(default_factory=list)
+    drum_hits: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -92,6 +100,24 @@ def _events(cut: Any) -> list[Any]:
     return [event for event in events if event.channel != DRUM_CHANNEL]
 
 
+@cache
+def _synth(path: Path) -> tuple[Any, int]:
+    """One synthesiser per soundfont and process: MuseScore_General (490 MB) takes seconds to load,
+    longer than most renders."""
+    synth = _tinysoundfont().Synth(samplerate=SYNTH_RATE)
+    return synth, synth.sfload(str(path))
+
+
+def _fresh_synth(path: Path) -> tuple[Any, int]:
+    """The cached synthesiser of `path`, silent, with every channel reset."""
+    synth, sfid = _synth(path)
+    synth.callback = None
+    synth.soundfonts[sfid].reset()
+    # A reset ends the last render's voices with a few-millisecond fade: play it out unheard.
+    synth.generate(SYNTH_RATE // 10)
+    return synth, sfid
+
+
 def merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     merged: list[tuple[float, float]] = []
     for start, end in sorted(spans):
@@ -109,11 +135,15 @@ def render_score(
     max_seconds: float = MAX_SECONDS,
     peak_db: float = -1.0,
     soundfont: Path | None = None,
+    drums: DrumPart | None = None,
+    drum_seed: str = "",
 ) -> Rendering:
     """Render the first `max_seconds` of `score` with GM program `programs[i]` on part i.
 
     Returns audio at SAMPLE_RATE, peak-normalised to `peak_db` dBFS. Octave shifts move a part
-    into its instrument's range (a flute does not play a bass line at pitch).
+    into its instrument's range (a flute does not play a bass line at pitch). `soundfont` is an
+    .sf2 path (default: TimGM6mb); `drums` adds a generated drum part on the percussion channel,
+    humanised by a generator seeded with `drum_seed`.
     """
     import torch
     import torchaudio
@@ -185,12 +215,23 @@ def render_score(
     if truncated:
         last_sound = max_seconds
 
+    hits = drum_hits(cut, drums, max_seconds, random.Random(drum_seed)) if drums else []
+    Event = tinysoundfont.midi.Event
+    for hit in hits:
+        kept.append(Event(NoteOn(hit.key, hit.velocity), hit.t, DRUM_CHANNEL))
+        kept.append(Event(NoteOff(hit.key), hit.t + HIT_SECONDS, DRUM_CHANNEL))
+    kept.sort(key=order)
+    drum_active = merge_spans([(hit.t, min(max_seconds, hit.span_end)) for hit in hits])
+    if drum_active:
+        last_sound = max(last_sound, drum_active[-1][1])
+
     seconds = min(max_seconds, last_sound + RELEASE_SECONDS)
-    synth = tinysoundfont.Synth(samplerate=SYNTH_RATE)
-    sfid = synth.sfload(soundfont_bytes(soundfont or soundfont_path()))
+    synth, sfid = _fresh_synth(soundfont or bundled_soundfont_path())
     for channel in range(16):
         if channel != DRUM_CHANNEL:
             synth.program_select(channel, sfid, 0, 0)  # GM default until a program change
+    if drums:
+        synth.program_select(DRUM_CHANNEL, sfid, 128, drums.kit.preset, is_drums=True)
     sequencer = tinysoundfont.Sequencer(synth)
     sequencer.add(kept)
     frames = int(seconds * SYNTH_RATE)
@@ -213,6 +254,9 @@ def render_score(
         truncated=truncated,
         active=active,
         notes={program: sorted(n) for program, n in notes.items() if program in active},
+        drums=drums if hits else None,
+        drum_active=drum_active,
+        drum_hits=len(hits),
     )
 
 
