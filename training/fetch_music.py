@@ -1,26 +1,35 @@
 """Fetch real, freely licensed music from Debian packages into a local cache.
 
 Why: the tagger needs real recordings to distil the musicnn teacher on and to test against, and
-the only registries reachable here are PyPI, npm and Debian. About 17 h of DFSG-free game
-soundtracks ship in Debian data packages (see data-sources.md §3). Audio is never committed:
-it lands in ``data/music`` (git-ignored) and is re-fetched on demand.
+the only registries reachable here are PyPI, npm and Debian. About 24.5 h of DFSG-free music
+ship in Debian packages (game soundtracks, GCompris' world-music and instrument clips, a few
+choirs; see data-sources.md §3 and more-data-sources.md). Audio is never committed: it lands in
+``data/music`` (git-ignored) and is re-fetched on demand.
 
 For each package this runs ``apt-get download PKG`` and streams ``dpkg-deb --fsys-tarfile``,
 keeping only the music files and ``/usr/share/doc/PKG/copyright`` (the attribution the licences
 require); the rest of the package (game data, often hundreds of MB) is never written to disk and
 the ``.deb`` is deleted unless ``--keep-debs``. Special cases:
 
-* nexuiz-music keeps its tracks inside ``music.pk3`` (a zip): ``sound/cdtracks/*.ogg``.
+* some packages keep their tracks inside archives, read without unpacking the rest: zips
+  (nexuiz-music's ``music.pk3``, 0ad-data's 3 GB ``public.zip``, ufoai-music's ``0music.pk3``)
+  and Qt resource files (gcompris-qt-data's ``.rcc``, see ``training.qt_rcc``); a credits file
+  inside the archive (GCompris' ``README``) gives per-clip licences where it names the clip.
 * the Frets on Fire song packs ship stems per song (``song.ogg``, ``guitar.ogg``, sometimes
   ``rhythm.ogg``); they are summed into one ``mix.flac`` per song, peak-normalised only if the
   sum clips.
+* the packages added for the v2 model drop tracks under 5 s (sound effects, jingles) unless
+  they are recorded voices. Audio is kept in its own format (ogg/opus/mp3/flac/wav), never
+  transcoded.
 
 Output: ``DEST/PKG/...`` audio files, ``DEST/PKG/copyright``, ``DEST/PKG/manifest.jsonl`` (written
 last, so its presence marks the package complete and reruns skip it) and ``DEST/manifest.jsonl``,
 the concatenation over all complete packages. One manifest line per track: ``package``,
 ``version``, ``path`` (inside the package), ``local_path`` (relative to DEST), ``duration_s``,
 ``sample_rate``, ``channels``, ``licence``, ``licence_source``, ``copyright`` (holder, when
-debian/copyright names one) and, for mixes, ``stems``.
+debian/copyright or the credits file names one), ``origin`` (upstream URL from a credits file),
+for mixes ``stems``, and ``content: "voice"`` with a ``content_note`` for tracks that hold a
+recorded voice or choir (``PackageSpec.voice``; set on every manifest rebuild).
 
 Usage (as root, or anyone who can run ``apt-get download``)::
 
@@ -188,14 +197,12 @@ PACKAGES: dict[str, PackageSpec] = {
         min_duration_s=5.0,
         # Its README: freesound's "Creative Commons Sampling Plus 1.0", not a free licence.
         exclude=("instruments/resource/drum_kit.ogg",),
+        # middleeast.ogg credits the singer Safiye Ayla, but MTT_musicnn hears no voice in this
+        # 28 s excerpt (vocal 0.02, no vocal 0.05): not marked.
         voice=(
             (
                 "explore_world_music/resource/music/italy.ogg",
                 "male opera singer (Enrico Caruso, Handel's 'Ombra mai fu', per the README)",
-            ),
-            (
-                "explore_world_music/resource/music/middleeast.ogg",
-                "female singer (Safiye Ayla, 'Katibim', per the README)",
             ),
         ),
     ),
