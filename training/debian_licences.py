@@ -97,3 +97,41 @@ def licence_for(path: str, dep5: list[Dep5Paragraph]) -> LicenceMatch | None:
                 found = LicenceMatch(paragraph.licence, paragraph.holder, source)
                 break
     return found
+
+
+@dataclass(frozen=True)
+class Credit:
+    """Licence of one file from a credits file shipped beside it (not debian/copyright)."""
+
+    licence: str
+    holder: str
+    origin: str  # where upstream took the file from (a URL), "" if not given
+
+
+CREDIT_FIELDS = ("copyright", "license", "licence", "source", "files")
+
+
+def parse_credits(text: str) -> dict[str, Credit]:
+    """Per-file credits in the style of GCompris' resource READMEs: blank-line separated blocks
+    of ``Copyright:``, ``License:`` and ``Source:`` lines, then ``Files:`` and one file name per
+    line. Lines of any other shape (free prose) are ignored, so a file they mention is absent.
+    """
+    credits: dict[str, Credit] = {}
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        files: list[str] = []
+        in_files = False
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in CREDIT_FIELDS:
+                field = key.strip().lower()
+                fields["license" if field == "licence" else field] = value.strip()
+                in_files = field == "files"
+                if in_files:
+                    files.extend(value.split())
+            elif in_files and line.strip():
+                files.append(line.strip())
+        licence = fields.get("license", "")
+        for name in files if licence else []:
+            credits[name] = Credit(licence, fields.get("copyright", ""), fields.get("source", ""))
+    return credits

@@ -1,26 +1,35 @@
 """Fetch real, freely licensed music from Debian packages into a local cache.
 
 Why: the tagger needs real recordings to distil the musicnn teacher on and to test against, and
-the only registries reachable here are PyPI, npm and Debian. About 17 h of DFSG-free game
-soundtracks ship in Debian data packages (see data-sources.md §3). Audio is never committed:
-it lands in ``data/music`` (git-ignored) and is re-fetched on demand.
+the only registries reachable here are PyPI, npm and Debian. About 24.5 h of DFSG-free music
+ship in Debian packages (game soundtracks, GCompris' world-music and instrument clips, a few
+choirs; see data-sources.md §3 and more-data-sources.md). Audio is never committed: it lands in
+``data/music`` (git-ignored) and is re-fetched on demand.
 
 For each package this runs ``apt-get download PKG`` and streams ``dpkg-deb --fsys-tarfile``,
 keeping only the music files and ``/usr/share/doc/PKG/copyright`` (the attribution the licences
 require); the rest of the package (game data, often hundreds of MB) is never written to disk and
 the ``.deb`` is deleted unless ``--keep-debs``. Special cases:
 
-* nexuiz-music keeps its tracks inside ``music.pk3`` (a zip): ``sound/cdtracks/*.ogg``.
+* some packages keep their tracks inside archives, read without unpacking the rest: zips
+  (nexuiz-music's ``music.pk3``, 0ad-data's 3 GB ``public.zip``, ufoai-music's ``0music.pk3``)
+  and Qt resource files (gcompris-qt-data's ``.rcc``, see ``training.qt_rcc``); a credits file
+  inside the archive (GCompris' ``README``) gives per-clip licences where it names the clip.
 * the Frets on Fire song packs ship stems per song (``song.ogg``, ``guitar.ogg``, sometimes
   ``rhythm.ogg``); they are summed into one ``mix.flac`` per song, peak-normalised only if the
   sum clips.
+* the packages added for the v2 model drop tracks under 5 s (sound effects, jingles) unless
+  they are recorded voices. Audio is kept in its own format (ogg/opus/mp3/flac/wav), never
+  transcoded.
 
 Output: ``DEST/PKG/...`` audio files, ``DEST/PKG/copyright``, ``DEST/PKG/manifest.jsonl`` (written
 last, so its presence marks the package complete and reruns skip it) and ``DEST/manifest.jsonl``,
 the concatenation over all complete packages. One manifest line per track: ``package``,
 ``version``, ``path`` (inside the package), ``local_path`` (relative to DEST), ``duration_s``,
 ``sample_rate``, ``channels``, ``licence``, ``licence_source``, ``copyright`` (holder, when
-debian/copyright names one) and, for mixes, ``stems``.
+debian/copyright or the credits file names one), ``origin`` (upstream URL from a credits file),
+for mixes ``stems``, and ``content: "voice"`` with a ``content_note`` for tracks that hold a
+recorded voice or choir (``PackageSpec.voice``; set on every manifest rebuild).
 
 Usage (as root, or anyone who can run ``apt-get download``)::
 
@@ -39,6 +48,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -47,12 +57,14 @@ import numpy.typing as npt
 import soundfile as sf
 
 from training.debian_archive import AUDIO_SUFFIXES, download_deb, extract_selected, run
-from training.debian_licences import Dep5Paragraph, licence_for, parse_dep5
+from training.debian_licences import Credit, Dep5Paragraph, licence_for, parse_credits, parse_dep5
+from training.qt_rcc import RccEntry, RccFile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DEST = REPO_ROOT / "data" / "music"
 STEM_NAMES = ("song.ogg", "guitar.ogg", "rhythm.ogg", "drums.ogg")
 MANIFEST = "manifest.jsonl"
+ARCHIVE_KINDS = ("zip", "rcc")
 
 
 @dataclass(frozen=True)
@@ -60,18 +72,35 @@ class PackageSpec:
     """Where a package keeps its music and what licence applies if the package doesn't say.
 
     ``base`` is stripped from in-package paths to form local paths; ``subdirs`` (under ``base``)
-    are searched recursively for audio files. ``kind`` is ``files``, ``pk3`` (tracks inside a zip
-    at ``base``/``subdirs[0]``) or ``stems`` (one folder per song with stems to mix).
+    are searched recursively for audio files. ``kind`` is ``files``, ``zip`` (tracks inside zip
+    archives, ``.pk3`` included, at ``base``/``subdirs``), ``rcc`` (the same inside Qt resource
+    files) or ``stems`` (one folder per song with stems to mix). For ``zip`` and ``rcc``,
+    ``inner`` are the member prefixes that hold music and ``inner_base`` is stripped from member
+    names to form local paths; ``credits`` names a per-folder file inside the archive that gives
+    licences per file (see ``debian_licences.parse_credits``).
+
+    ``min_duration_s`` drops shorter tracks (sound effects, jingles) unless they are voices;
+    ``include`` and ``exclude`` are globs on the local path (relative to the package folder)
+    to keep and never to keep (e.g. a clip under a non-free licence); ``voice`` maps globs on
+    the local path to a note saying which recorded voice or choir the track holds (manifest
+    ``content: "voice"``).
     """
 
     base: str
     licence: str
     subdirs: tuple[str, ...] = ("",)
     kind: str = "files"
-    pk3_inner: str = ""
+    inner: tuple[str, ...] = ()
+    inner_base: str = ""
+    credits: str = ""
+    min_duration_s: float = 0.0
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    voice: tuple[tuple[str, str], ...] = ()
 
 
 FOF = "usr/share/games/fretsonfire/data/songs"
+GCOMPRIS = "gcompris/src/activities"
 
 # Kept for an independent evaluation: never fetched here, and refused by every script that picks
 # music for training, validation, calibration, tuning or evaluation.
@@ -88,10 +117,19 @@ RESERVED_PACKAGES = frozenset(
 )
 
 PACKAGES: dict[str, PackageSpec] = {
-    "wesnoth-1.16-music": PackageSpec("usr/share/games/wesnoth/1.16/data/core/music", "GPL-2+"),
+    "wesnoth-1.16-music": PackageSpec(
+        "usr/share/games/wesnoth/1.16/data/core/music",
+        "GPL-2+",
+        voice=(("elf-land.ogg", "choir throughout (27 s)"),),
+    ),
     "warzone2100-music": PackageSpec("usr/share/games/warzone2100/music", "GPL-2+"),
     "nexuiz-music": PackageSpec(
-        "usr/share/games/nexuiz/data", "GPL-2+", ("music.pk3",), "pk3", "sound/cdtracks/"
+        "usr/share/games/nexuiz/data",
+        "GPL-2+",
+        ("music.pk3",),
+        "zip",
+        inner=("sound/cdtracks/",),
+        inner_base="sound/cdtracks/",
     ),
     "singularity-music": PackageSpec(
         "usr/share/games/singularity/music", "CC-BY-SA-3.0 (Max McCracken)"
@@ -118,7 +156,68 @@ PACKAGES: dict[str, PackageSpec] = {
         f"{FOF}/sectoid", "MIT-style (Carlos Viola Iborra)", kind="stems"
     ),
     "scratch": PackageSpec(
-        "usr/share/scratch/Media/Sounds", "CC-BY-SA-3.0 (MIT Media Lab)", ("Vocals", "Music Loops")
+        "usr/share/scratch/Media/Sounds",
+        "CC-BY-SA-3.0 (MIT Media Lab)",
+        ("Vocals", "Music Loops"),
+        voice=(
+            ("Vocals/BeatBox*", "beatbox (vocal percussion, no words)"),
+            ("Vocals/*", "sung phrase (Scratch's Vocals folder)"),
+        ),
+    ),
+    # Added for the default model v2 (issue 16). Tracks under 5 s are effects or jingles.
+    "0ad-data": PackageSpec(
+        "usr/share/games/0ad/mods/public",
+        "CC-BY-SA-3.0 (Wildfire Games)",
+        ("public.zip",),
+        "zip",
+        inner=("audio/music/",),
+        inner_base="audio/music/",
+        min_duration_s=5.0,
+    ),
+    "ufoai-music": PackageSpec(
+        "usr/share/games/ufoai/base",
+        "GPL-2+ / CC-BY-SA / PD per file",
+        ("0music.pk3",),
+        "zip",
+        inner=("music/",),
+        inner_base="music/",
+        min_duration_s=5.0,
+    ),
+    "gcompris-qt-data": PackageSpec(
+        "usr/share/gcompris-qt/rcc",
+        "GPL-3+",
+        ("explore_world_music.rcc", "instruments.rcc"),
+        "rcc",
+        inner=(
+            f"{GCOMPRIS}/explore_world_music/resource/music/",
+            f"{GCOMPRIS}/instruments/resource/",
+        ),
+        inner_base=f"{GCOMPRIS}/",
+        credits="README",
+        min_duration_s=5.0,
+        # Its README: freesound's "Creative Commons Sampling Plus 1.0", not a free licence.
+        exclude=("instruments/resource/drum_kit.ogg",),
+        # middleeast.ogg credits the singer Safiye Ayla, but MTT_musicnn hears no voice in this
+        # 28 s excerpt (vocal 0.02, no vocal 0.05): not marked.
+        voice=(
+            (
+                "explore_world_music/resource/music/italy.ogg",
+                "male opera singer (Enrico Caruso, Handel's 'Ombra mai fu', per the README)",
+            ),
+        ),
+    ),
+    "performous": PackageSpec(
+        "usr/share/games/performous",
+        "GPL-2+",
+        ("themes", "sounds"),
+        min_duration_s=5.0,
+        voice=(("themes/default/practice.ogg", "choir (the singing-practice theme)"),),
+    ),
+    "lmms-common": PackageSpec(
+        "usr/share/lmms/samples/stringsnpads",
+        "GPL-2+",
+        include=("chorus0*.ogg",),
+        voice=(("chorus0*.ogg", "sampled chant (a few voices)"),),
     ),
 }
 assert not RESERVED_PACKAGES & PACKAGES.keys(), "a reserved package is among the fetched ones"
@@ -172,23 +271,101 @@ def _package_paths(spec: PackageSpec) -> list[str]:
     return [str(PurePosixPath(spec.base) / sub) if sub else spec.base for sub in spec.subdirs]
 
 
+def is_kept(spec: PackageSpec, local: str) -> bool:
+    """Whether ``include``/``exclude`` keep the file at ``local`` (relative to the package)."""
+    included = any(fnmatchcase(local, glob) for glob in spec.include)
+    return included and not any(fnmatchcase(local, glob) for glob in spec.exclude)
+
+
+def voice_note(spec: PackageSpec, local: str) -> str | None:
+    """What recorded voice the track at ``local`` holds, or None if it has none we know of."""
+    return next((note for glob, note in spec.voice if fnmatchcase(local, glob)), None)
+
+
 def _selector(spec: PackageSpec) -> Callable[[str], bool]:
     roots = _package_paths(spec)
 
     def select(path: str) -> bool:
-        if spec.kind == "pk3":
+        if spec.kind in ARCHIVE_KINDS:
             return path in roots
         if PurePosixPath(path).suffix.lower() not in AUDIO_SUFFIXES:
             return False
         if spec.kind == "stems" and PurePosixPath(path).name not in STEM_NAMES:
             return False
-        return any(path.startswith(root + "/") for root in roots)
+        if not any(path.startswith(root + "/") for root in roots):
+            return False
+        return is_kept(spec, PurePosixPath(path).relative_to(spec.base).as_posix())
 
     return select
 
 
+def select_members(spec: PackageSpec, names: Iterable[str]) -> dict[str, str]:
+    """Archive members that hold music, mapped to their local path (relative to the package).
+
+    A member is kept if it is audio, lies under one of ``spec.inner`` and passes the
+    include/exclude globs; its local path is its name without ``spec.inner_base``.
+    """
+    chosen: dict[str, str] = {}
+    for name in sorted(names):
+        if PurePosixPath(name).suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        if not any(name.startswith(prefix) for prefix in spec.inner):
+            continue
+        local = name.removeprefix(spec.inner_base)
+        if is_kept(spec, local):
+            chosen[name] = local
+    return chosen
+
+
+class _Archive:
+    """Members of a zip (``.pk3``) or Qt ``.rcc`` archive, by name."""
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self._zip = zipfile.ZipFile(path) if kind == "zip" else None
+        self._rcc: dict[str, tuple[RccFile, RccEntry]] = {}
+        if kind == "rcc":
+            rcc = RccFile.open(path)
+            self._rcc = {entry.path: (rcc, entry) for entry in rcc.entries()}
+
+    def names(self) -> list[str]:
+        return self._zip.namelist() if self._zip is not None else list(self._rcc)
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        rcc, entry = self._rcc[name]
+        return rcc.read(entry)
+
+    def copy(self, name: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self._zip is None:
+            dest.write_bytes(self.read(name))
+            return
+        with self._zip.open(name) as src, dest.open("wb") as dst:
+            shutil.copyfileobj(src, dst, length=1 << 20)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+@dataclass(frozen=True)
+class _Track:
+    inner_path: str  # path in the package; "archive:member" for archive members
+    local: Path
+    stems: tuple[str, ...] = ()
+    credit: Credit | None = None
+    credit_source: str = ""
+
+
 def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, Any]]:
-    """Fetch one package into ``dest/package`` and return its manifest records."""
+    """Fetch one package into ``dest/package`` and return its manifest records.
+
+    Everything of a previous, interrupted attempt is removed first and the package manifest is
+    written last, so a rerun either skips a complete package or redoes it from scratch.
+    """
+    if package in RESERVED_PACKAGES:
+        raise ValueError(f"{package} is reserved for an independent evaluation")
     spec = PACKAGES[package]
     out_dir = dest / package
     work = dest / ".work" / package
@@ -220,28 +397,19 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
                 f"{package} {version}: no music under {_package_paths(spec)}; audio files in the "
                 f"package: {extraction.seen_audio[:10]}"
             )
-        tracks = _place_tracks(spec, root, out_dir, music)
         records: list[dict[str, Any]] = []
-        for inner_path, local, stems in tracks:
-            duration, rate, channels = audio_info(local)
-            licence, holder = spec.licence, ""
-            source = "data-sources.md §3 (copyright not machine-readable)"
-            if dep5 is None and not (out_dir / "copyright").is_file():
-                source = "data-sources.md §3 (package has no copyright file)"
-            elif dep5 is not None:
-                match = licence_for(inner_path.replace(":", "/"), dep5)
-                if match is None:
-                    source = "data-sources.md §3 (no debian/copyright paragraph matches)"
-                elif not match.licence:
-                    source = f"data-sources.md §3 ({match.source} gives no licence)"
-                    holder = match.holder
-                else:
-                    licence, holder, source = match.licence, match.holder, match.source
+        for track in _place_tracks(spec, root, out_dir, music):
+            duration, rate, channels = audio_info(track.local)
+            local = track.local.relative_to(out_dir).as_posix()
+            if duration < spec.min_duration_s and voice_note(spec, local) is None:
+                track.local.unlink()  # a sound effect or jingle, not music
+                continue
+            licence, holder, source = _licence(spec, track, dep5, out_dir)
             record: dict[str, Any] = {
                 "package": package,
                 "version": version,
-                "path": "/" + inner_path,
-                "local_path": local.relative_to(dest).as_posix(),
+                "path": "/" + track.inner_path,
+                "local_path": track.local.relative_to(dest).as_posix(),
                 "duration_s": round(duration, 3),
                 "sample_rate": rate,
                 "channels": channels,
@@ -250,9 +418,13 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
             }
             if holder:
                 record["copyright"] = holder
-            if stems:
-                record["stems"] = stems
-            records.append(record)
+            if track.credit is not None and track.credit.origin:
+                record["origin"] = track.credit.origin
+            if track.stems:
+                record["stems"] = list(track.stems)
+            records.append(annotate(record))
+        if not records:
+            raise RuntimeError(f"{package} {version}: every track is under {spec.min_duration_s} s")
         _write_jsonl(out_dir / MANIFEST, records)  # last: marks the package complete
         return records
     except BaseException:
@@ -263,23 +435,55 @@ def fetch_package(package: str, dest: Path, keep_debs: bool) -> list[dict[str, A
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _place_tracks(
-    spec: PackageSpec, root: Path, out_dir: Path, music: list[str]
-) -> list[tuple[str, Path, list[str]]]:
-    """Move extracted audio into ``out_dir``; return (path in package, local file, stems)."""
-    tracks: list[tuple[str, Path, list[str]]] = []
-    if spec.kind == "pk3":
-        for pk3_path in music:
-            with zipfile.ZipFile(root / pk3_path) as pk3:
-                for name in sorted(pk3.namelist()):
-                    is_audio = PurePosixPath(name).suffix.lower() in AUDIO_SUFFIXES
-                    if name.startswith(spec.pk3_inner) and is_audio:
-                        local = out_dir / PurePosixPath(name).relative_to(spec.pk3_inner)
-                        local.parent.mkdir(parents=True, exist_ok=True)
-                        with pk3.open(name) as src, local.open("wb") as dst:
-                            shutil.copyfileobj(src, dst, length=1 << 20)
-                        tracks.append((f"{pk3_path}:{name}", local, []))
-            (root / pk3_path).unlink()
+def _licence(
+    spec: PackageSpec, track: _Track, dep5: list[Dep5Paragraph] | None, out_dir: Path
+) -> tuple[str, str, str]:
+    """(licence, holder, where it was read) for one track: the archive's own credits file,
+    else debian/copyright, else the licence recorded in ``PACKAGES``."""
+    if track.credit is not None:
+        return track.credit.licence, track.credit.holder, track.credit_source
+    licence, holder = spec.licence, ""
+    source = "data-sources.md §3 (copyright not machine-readable)"
+    if dep5 is None and not (out_dir / "copyright").is_file():
+        source = "data-sources.md §3 (package has no copyright file)"
+    elif dep5 is not None:
+        match = licence_for(track.inner_path.replace(":", "/"), dep5)
+        if match is None:
+            source = "data-sources.md §3 (no debian/copyright paragraph matches)"
+        elif not match.licence:
+            source = f"data-sources.md §3 ({match.source} gives no licence)"
+            holder = match.holder
+        else:
+            licence, holder, source = match.licence, match.holder, match.source
+    return licence, holder, source
+
+
+def _place_tracks(spec: PackageSpec, root: Path, out_dir: Path, music: list[str]) -> list[_Track]:
+    """Move extracted audio into ``out_dir`` and describe each track."""
+    tracks: list[_Track] = []
+    if spec.kind in ARCHIVE_KINDS:
+        for archive_path in music:
+            archive = _Archive(spec.kind, root / archive_path)
+            try:
+                names = archive.names()
+                chosen = select_members(spec, names)
+                if not chosen:
+                    audio = [n for n in names if PurePosixPath(n).suffix.lower() in AUDIO_SUFFIXES]
+                    raise RuntimeError(
+                        f"{archive_path}: no music under {list(spec.inner)}; audio members: "
+                        f"{audio[:10]}"
+                    )
+                credits = _archive_credits(spec, archive, chosen, set(names))
+                for name, member_local in chosen.items():
+                    archive.copy(name, out_dir / member_local)
+                    credit, source = credits.get(name, (None, ""))
+                    track = _Track(
+                        f"{archive_path}:{name}", out_dir / member_local, (), credit, source
+                    )
+                    tracks.append(track)
+            finally:
+                archive.close()
+            (root / archive_path).unlink()  # public.zip is 3 GB: free it before the next one
         return tracks
     if spec.kind == "stems":
         songs: dict[str, list[str]] = {}
@@ -290,14 +494,54 @@ def _place_tracks(
             local = out_dir / PurePosixPath(song_dir).relative_to(spec.base) / "mix.flac"
             local.parent.mkdir(parents=True, exist_ok=True)
             mix_stems([root / p for p in ordered], local)
-            tracks.append((song_dir, local, [PurePosixPath(p).name for p in ordered]))
+            tracks.append(_Track(song_dir, local, tuple(PurePosixPath(p).name for p in ordered)))
         return tracks
     for path in music:
         local = out_dir / PurePosixPath(path).relative_to(spec.base)
         local.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(root / path), local)
-        tracks.append((path, local, []))
+        tracks.append(_Track(path, local))
     return tracks
+
+
+def _archive_credits(
+    spec: PackageSpec, archive: _Archive, chosen: dict[str, str], names: set[str]
+) -> dict[str, tuple[Credit, str]]:
+    """Per-member credits from the ``spec.credits`` file beside each member, if it lists it."""
+    if not spec.credits:
+        return {}
+    found: dict[str, tuple[Credit, str]] = {}
+    parsed: dict[str, dict[str, Credit]] = {}
+    for name in chosen:
+        folder = PurePosixPath(name).parent
+        credits_name = str(folder / spec.credits)
+        if credits_name not in names:
+            continue
+        if credits_name not in parsed:
+            text = archive.read(credits_name).decode("utf-8", errors="replace")
+            parsed[credits_name] = parse_credits(text)
+        credit = parsed[credits_name].get(PurePosixPath(name).name)
+        if credit is not None and credit.licence:
+            found[name] = (credit, f"{spec.credits} beside it in the archive ({credits_name})")
+    return found
+
+
+def annotate(record: dict[str, Any]) -> dict[str, Any]:
+    """Set ``content: "voice"`` and ``content_note`` on a record whose track holds a recorded
+    voice (per ``PACKAGES[...].voice``), and drop them otherwise.
+
+    Done on every manifest rebuild, so manifests fetched before a note was added get it too.
+    """
+    record.pop("content", None)
+    record.pop("content_note", None)
+    spec = PACKAGES.get(str(record["package"]))
+    if spec is not None:
+        local = PurePosixPath(str(record["local_path"])).relative_to(str(record["package"]))
+        note = voice_note(spec, local.as_posix())
+        if note is not None:
+            record["content"] = "voice"
+            record["content_note"] = note
+    return record
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -316,7 +560,7 @@ def rebuild_manifest(dest: Path) -> list[dict[str, Any]]:
         part = dest / package / MANIFEST
         if part.is_file():
             with part.open(encoding="utf-8") as f:
-                records.extend(json.loads(line) for line in f if line.strip())
+                records.extend(annotate(json.loads(line)) for line in f if line.strip())
     _write_jsonl(dest / MANIFEST, records)
     return records
 

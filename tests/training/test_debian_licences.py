@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from training.debian_licences import Dep5Paragraph, LicenceMatch, licence_for, parse_dep5
+from training.debian_licences import (
+    Credit,
+    Dep5Paragraph,
+    LicenceMatch,
+    licence_for,
+    parse_credits,
+    parse_dep5,
+)
 
 COPYRIGHT = """\
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -64,3 +71,40 @@ def test_a_renamed_top_directory_still_matches_through_the_pattern_tail() -> Non
 def test_debian_paths_never_degrade_to_a_catch_all() -> None:
     dep5 = [Dep5Paragraph(("debian/*",), "GPL-2+", "")]
     assert licence_for("usr/share/games/somegame/music/a.ogg", dep5) is None
+
+
+GCOMPRIS_STYLE = """\
+Copyright: Adam Cuerden
+License: Public Domain
+Source: https://commons.wikimedia.org/wiki/File:Ombra_mai_fu.ogg
+Files:
+italy.ogg
+
+Copyright: peakfiddler
+License: CC-BY 3.0
+Source: https://commons.wikimedia.org/wiki/File:The_Wind.ogg
+Files:
+ireland.ogg
+ireland.webp
+
+drum_kit.ogg: http://www.freesound.org/  Creative Commons Sampling Plus 1.0 License.
+all other ogg files are released under the GPL
+"""
+
+
+def test_credits_files_give_a_licence_per_listed_file_and_ignore_prose() -> None:
+    credits = parse_credits(GCOMPRIS_STYLE)
+    assert credits == {
+        "italy.ogg": Credit(
+            "Public Domain",
+            "Adam Cuerden",
+            "https://commons.wikimedia.org/wiki/File:Ombra_mai_fu.ogg",
+        ),
+        "ireland.ogg": Credit(
+            "CC-BY 3.0", "peakfiddler", "https://commons.wikimedia.org/wiki/File:The_Wind.ogg"
+        ),
+        "ireland.webp": Credit(
+            "CC-BY 3.0", "peakfiddler", "https://commons.wikimedia.org/wiki/File:The_Wind.ogg"
+        ),
+    }
+    assert "drum_kit.ogg" not in credits
