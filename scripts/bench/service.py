@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -80,6 +80,7 @@ class Level:
     latencies: list[float]
     mean_batch: float  # windows per model batch, from the service's metrics
     decode_ms: float  # mean decode time per request, from the service's metrics
+    statuses: dict[int, int] = field(default_factory=dict)  # of the failures: status -> count
 
     @property
     def rps(self) -> float:
@@ -91,20 +92,21 @@ class Level:
 
 async def drive(
     url: str, clip: bytes, name: str, concurrency: int, total: int
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], dict[int, int], float]:
     """`concurrency` clients send `total` requests in all.
 
     Returns:
-        Latencies of the successful requests (s), the number of failures, the wall time (s).
+        Latencies of the successful requests (s), the failures by status code, the wall time
+        (s).
     """
     latencies: list[float] = []
-    failures = 0
+    failures: dict[int, int] = {}
     remaining = total
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
         async def client_loop() -> None:
-            nonlocal remaining, failures
+            nonlocal remaining
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
@@ -112,7 +114,7 @@ async def drive(
                 if response.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                 else:
-                    failures += 1
+                    failures[response.status_code] = failures.get(response.status_code, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
@@ -141,7 +143,8 @@ def measure(url: str, clip: bytes, mode: str, concurrency: int, per_client: int)
     asyncio.run(drive(url, clip, name, concurrency, concurrency))
     total = max(16, per_client * concurrency)
     before = scrape(url)
-    latencies, failures, seconds = asyncio.run(drive(url, clip, name, concurrency, total))
+    latencies, statuses, seconds = asyncio.run(drive(url, clip, name, concurrency, total))
+    failures = sum(statuses.values())
     after = scrape(url)
     delta = {name: after[name] - before[name] for name in after}
     level = Level(
@@ -156,11 +159,12 @@ def measure(url: str, clip: bytes, mode: str, concurrency: int, per_client: int)
         decode_ms=1000
         * delta["tagger_decode_duration_seconds_sum"]
         / max(1.0, delta["tagger_decode_duration_seconds_count"]),
+        statuses=statuses,
     )
     p50, p99 = level.percentile(50), level.percentile(99)
     print(
         f"  {mode:12s} c={concurrency:<3d} {level.rps:6.2f} req/s  p50 {p50:7.0f} ms"
-        f"  p99 {p99:7.0f} ms  failures {failures}",
+        f"  p99 {p99:7.0f} ms  failures {failures} {statuses or ''}",
         file=sys.stderr,
         flush=True,
     )
