@@ -32,6 +32,34 @@ def wait_compiled(url: str, timeout_s: float = 1200) -> dict[str, object]:
         time.sleep(2)
 
 
+# The server process of each running `service()`, by base URL (for `tree_cpu_seconds`).
+PIDS: dict[str, int] = {}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its live descendants (the decode workers), from
+    /proc; what a service spent, whatever else runs on the machine."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, p in parents.items() if p == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(times.get(member, 0.0) for member in tree)
+
+
 @contextmanager
 def service(checkpoint: Path, settings: dict[str, object]) -> Iterator[str]:
     """`tagger serve` in a subprocess; yields its base URL once /readyz answers 200."""
@@ -59,6 +87,7 @@ def service(checkpoint: Path, settings: dict[str, object]) -> Iterator[str]:
         if not found.wait(120) or not port:
             raise RuntimeError("the service did not start")
         url = f"http://127.0.0.1:{port[0]}"
+        PIDS[url] = process.pid
         deadline = time.monotonic() + 300
         while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
             if time.monotonic() > deadline:
