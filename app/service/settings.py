@@ -15,6 +15,7 @@ import limits
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from app.pipeline.defaults import default_decode_workers
 from app.pipeline.settings import ModelSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,10 +81,11 @@ class Settings(ModelSettings):
         default=7200.0, gt=0.0, description="Longest audio tagged; longer files get 413."
     )
     max_concurrent_decodes: int = Field(
-        default=2,
+        default_factory=default_decode_workers,
         ge=1,
-        description="Decode worker processes: files decoded at once. Two, so one long "
-        "recording being decoded does not make every other request wait for a decoder.",
+        description="Decode worker processes: files decoded at once. From the cores: one up "
+        "to 4 (a second one competes with the model for the same cores and measured slower on "
+        "2), two above, so one long recording does not hold every other request back.",
     )
     decode_timeout_s: float = Field(
         default=30.0,

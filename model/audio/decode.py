@@ -85,6 +85,25 @@ def _open_input(source: AudioSource) -> BinaryIO | str:
     return str(Path(source))
 
 
+# FFmpeg reads up to this many bytes of a WAV file to "find the stream info" its header already
+# gave: the default 5 MB cost 26 ms per file however short (more than decoding 30 s of it).
+WAV_PROBE_BYTES = 32_768
+
+
+def _open_options(source: AudioSource) -> dict[str, str]:
+    """Demuxer options for `source`: a small probe for RIFF/RF64 WAVE, FFmpeg's defaults else."""
+    if isinstance(source, bytes | bytearray):
+        head = bytes(source[:12])
+    else:
+        try:
+            with open(source, "rb") as handle:
+                head = handle.read(12)
+        except OSError:
+            return {}  # av.open reports it
+    is_wav = head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE"
+    return {"probesize": str(WAV_PROBE_BYTES)} if is_wav else {}
+
+
 # Input samples (all channels) one second of the densest ordinary audio holds: 192 kHz stereo.
 DENSEST_INPUT_PER_SECOND = 192_000 * 2
 # More corrupt packets than this share of all packets makes a file undecodable.
@@ -134,7 +153,9 @@ class _Limits:
 
 
 def _clean(chunk: np.ndarray) -> np.ndarray:
-    chunk = np.nan_to_num(chunk.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    """Non-finite samples 0, the rest clipped at +/-CLIP, in place: every chunk the decoders
+    yield is a float32 array of their own (a resampler's output frame or a fresh mean)."""
+    np.nan_to_num(chunk, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(chunk, -CLIP, CLIP, out=chunk)
 
 
@@ -144,45 +165,92 @@ def _downmix(frame: av.AudioFrame) -> np.ndarray:
     return frame.to_ndarray().reshape(-1, channels).mean(axis=1, dtype=np.float32)
 
 
-class _Resampler:
-    """Resamples decoded frames to packed float mono-to-be at the target rate.
+# FFmpeg mixes stereo to mono as (L + R) / sqrt(2) (a -3 dB pan law, no normalisation for
+# float output); this gain turns that into the mean, (L + R) / 2. Mono passes unchanged. Other
+# layouts get FFmpeg's surround matrix (centre and LFE levels), not the mean, so they are
+# resampled with all their channels and averaged afterwards, as before.
+# "1 channels" and "2 channels" are FFmpeg's names for a count without a channel order (plain
+# WAV files): it mixes them as mono and stereo.
+_MONO_GAIN = {
+    "mono": 1.0,
+    "1 channels": 1.0,
+    "stereo": float(np.sqrt(0.5)),
+    "2 channels": float(np.sqrt(0.5)),
+}
 
-    Keeps the channels and averages them itself: FFmpeg's mono downmix applies a pan law (-3 dB
-    per channel), while soundfile and librosa (musicnn's pipeline) take the mean. Packed samples
-    on purpose: PyAV 18's to_ndarray() segfaults on 8-channel planar frames. One-second output
-    frames: per-frame overhead dominated with codec-sized frames (1,152 samples for mp3); this
-    nearly halves the decode time of a 30 s mp3. A stream whose rate, layout or sample format
-    changes midway (concatenated mp3s, damaged frame headers) gets a fresh resampler: PyAV's
-    refuses frames unlike its first.
+
+class _Resampler:
+    """Resamples decoded frames to packed float mono at the target rate.
+
+    Mono and stereo (nearly every file) are mixed to one channel by FFmpeg *before* it
+    resamples, so the costly filter runs over one channel instead of two; `_MONO_GAIN` makes the
+    mix the mean of the channels, which is what soundfile and librosa (musicnn's pipeline) take.
+    Linear both ways, so the result equals resample-then-average to float rounding (max 1.2e-7
+    on real music, see scripts/bench/decode_formats.py). Other layouts keep their channels
+    through the resampler and are averaged here: FFmpeg's surround downmix is not the mean, and
+    PyAV 18's to_ndarray() segfaults on 8-channel planar frames, so they are never converted
+    frame by frame. One-second output frames: per-frame overhead dominated with codec-sized
+    frames (1,152 samples for mp3). A stream whose rate, layout or sample format changes midway
+    (concatenated mp3s, damaged frame headers) gets a fresh resampler: PyAV's refuses frames
+    unlike its first.
     """
 
     def __init__(self, sample_rate: int, limits: _Limits) -> None:
         self.sample_rate = sample_rate
         self.limits = limits
         self._resampler: av.AudioResampler | None = None
-        self._source: tuple[str, str, int] | None = None
+        self._channels = 0
+        self._gain: float | None = None  # None: the resampler keeps every channel
 
-    def add(self, frame: av.AudioFrame) -> Iterator[np.ndarray]:
-        self.limits.add_input(frame.samples * len(frame.layout.channels))
-        source = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if source != self._source:
-            yield from self.flush()
-            self._resampler = av.AudioResampler(
-                format="flt", rate=self.sample_rate, frame_size=self.sample_rate
-            )
-            self._source = source
-        assert self._resampler is not None
-        yield from self._downmixed(self._resampler.resample(frame))
+    def add(self, frame: av.AudioFrame) -> list[np.ndarray]:
+        """The mono chunks `frame` completes (mostly none: they are a second long).
 
-    def flush(self) -> Iterator[np.ndarray]:
+        A list, not a generator, and no per-frame look at the frame's format: vorbis and opus
+        come in frames of a few hundred samples, thousands per minute, and Python's per-frame
+        overhead was a tenth of their decode time. PyAV's resampler checks that a frame matches
+        its first (in C) and raises ValueError if not; only then is a new one built.
+        """
+        done: list[np.ndarray] = []
+        frames: list[av.AudioFrame] | None = None
         if self._resampler is not None:
-            yield from self._downmixed(self._resampler.resample(None))
+            try:
+                frames = self._resampler.resample(frame)
+            except ValueError:  # the rate, layout or sample format changed midway
+                done = self.flush()
+        if frames is None:
+            self._channels = frame.layout.nb_channels
+            self._gain = _MONO_GAIN.get(frame.layout.name)
+            self._resampler = av.AudioResampler(
+                format="flt",
+                layout="mono" if self._gain is not None else None,
+                rate=self.sample_rate,
+                frame_size=self.sample_rate,
+            )
+            self.limits.add_input(frame.samples * self._channels)
+            frames = self._resampler.resample(frame)
+        else:
+            self.limits.add_input(frame.samples * self._channels)
+        if frames:
+            done += self._mono(frames)
+        return done
 
-    def _downmixed(self, frames: list[av.AudioFrame]) -> Iterator[np.ndarray]:
+    def flush(self) -> list[np.ndarray]:
+        if self._resampler is None:
+            return []
+        return self._mono(self._resampler.resample(None))
+
+    def _mono(self, frames: list[av.AudioFrame]) -> list[np.ndarray]:
+        chunks = []
         for out in frames:
-            mono = _downmix(out)
+            if self._gain is None:
+                mono = _downmix(out)
+            else:
+                mono = out.to_ndarray().reshape(-1)
+                if self._gain != 1.0:
+                    mono *= np.float32(self._gain)
             self.limits.add(len(mono))
-            yield mono
+            chunks.append(mono)
+        return chunks
 
 
 class AudioStream:
@@ -240,11 +308,20 @@ class AudioStream:
             raise EmptyAudioError("the file contains no audio samples")
 
     def _pyav(self, limits: _Limits) -> Iterator[np.ndarray]:
-        with av.open(_open_input(self.source), mode="r", metadata_errors="ignore") as container:
+        with av.open(
+            _open_input(self.source),
+            mode="r",
+            metadata_errors="ignore",
+            options=_open_options(self.source),
+        ) as container:
             if not container.streams.audio:
                 raise AudioDecodeError("the file contains no audio stream")
             self.container = str(container.format.name)
             stream = container.streams.audio[0]
+            # One decoder thread: of the audio codecs only FLAC can use more (frame threads),
+            # and two cost it 1.6x the CPU time for a 10 % faster wall time on 2 cores, while
+            # the service already decodes files in parallel processes beside the model.
+            stream.codec_context.thread_count = 1
             resampler = _Resampler(self.sample_rate, limits)
             packets = corrupt = 0
             try:

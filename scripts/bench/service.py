@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -30,6 +30,34 @@ def wait_compiled(url: str, timeout_s: float = 1200) -> dict[str, object]:
         if runtime["execution"] != "compiling" or time.monotonic() > deadline:
             return runtime
         time.sleep(2)
+
+
+# The server process of each running `service()`, by base URL (for `tree_cpu_seconds`).
+PIDS: dict[str, int] = {}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its live descendants (the decode workers), from
+    /proc; what a service spent, whatever else runs on the machine."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, p in parents.items() if p == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(times.get(member, 0.0) for member in tree)
 
 
 @contextmanager
@@ -59,6 +87,7 @@ def service(checkpoint: Path, settings: dict[str, object]) -> Iterator[str]:
         if not found.wait(120) or not port:
             raise RuntimeError("the service did not start")
         url = f"http://127.0.0.1:{port[0]}"
+        PIDS[url] = process.pid
         deadline = time.monotonic() + 300
         while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
             if time.monotonic() > deadline:
@@ -80,6 +109,7 @@ class Level:
     latencies: list[float]
     mean_batch: float  # windows per model batch, from the service's metrics
     decode_ms: float  # mean decode time per request, from the service's metrics
+    statuses: dict[int, int] = field(default_factory=dict)  # of the failures: status -> count
 
     @property
     def rps(self) -> float:
@@ -91,20 +121,21 @@ class Level:
 
 async def drive(
     url: str, clip: bytes, name: str, concurrency: int, total: int
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], dict[int, int], float]:
     """`concurrency` clients send `total` requests in all.
 
     Returns:
-        Latencies of the successful requests (s), the number of failures, the wall time (s).
+        Latencies of the successful requests (s), the failures by status code, the wall time
+        (s).
     """
     latencies: list[float] = []
-    failures = 0
+    failures: dict[int, int] = {}
     remaining = total
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
         async def client_loop() -> None:
-            nonlocal remaining, failures
+            nonlocal remaining
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
@@ -112,7 +143,7 @@ async def drive(
                 if response.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                 else:
-                    failures += 1
+                    failures[response.status_code] = failures.get(response.status_code, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
@@ -141,7 +172,8 @@ def measure(url: str, clip: bytes, mode: str, concurrency: int, per_client: int)
     asyncio.run(drive(url, clip, name, concurrency, concurrency))
     total = max(16, per_client * concurrency)
     before = scrape(url)
-    latencies, failures, seconds = asyncio.run(drive(url, clip, name, concurrency, total))
+    latencies, statuses, seconds = asyncio.run(drive(url, clip, name, concurrency, total))
+    failures = sum(statuses.values())
     after = scrape(url)
     delta = {name: after[name] - before[name] for name in after}
     level = Level(
@@ -156,11 +188,12 @@ def measure(url: str, clip: bytes, mode: str, concurrency: int, per_client: int)
         decode_ms=1000
         * delta["tagger_decode_duration_seconds_sum"]
         / max(1.0, delta["tagger_decode_duration_seconds_count"]),
+        statuses=statuses,
     )
     p50, p99 = level.percentile(50), level.percentile(99)
     print(
         f"  {mode:12s} c={concurrency:<3d} {level.rps:6.2f} req/s  p50 {p50:7.0f} ms"
-        f"  p99 {p99:7.0f} ms  failures {failures}",
+        f"  p99 {p99:7.0f} ms  failures {failures} {statuses or ''}",
         file=sys.stderr,
         flush=True,
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pydantic
@@ -38,13 +41,44 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.max_batch_windows, settings.max_wait_ms) == (64, 5.0)
     assert settings.max_upload_bytes == 200_000_000
     assert settings.max_audio_seconds == 7200  # two hours: DJ mixes, live sets, radio shows
-    assert (settings.max_concurrent_decodes, settings.decode_timeout_s) == (2, 30.0)
+    assert settings.decode_timeout_s == 30.0
     assert settings.decode_memory_mb == 1024
     assert settings.decode_fault_injection is False
     assert settings.max_redirects == 3
     assert settings.allow_private_addresses is False
     assert settings.fetch_allowed_ports == [80, 443]
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+
+
+_CORES_PROBE = """
+import os, sys
+os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
+from app.pipeline.defaults import available_cores, resolve_threads
+from app.service.settings import Settings
+print(available_cores(), Settings().max_concurrent_decodes, resolve_threads(0))
+"""
+
+
+def _defaults_on(cpus: set[int]) -> list[int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _CORES_PROBE, ",".join(map(str, sorted(cpus)))],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return [int(word) for word in out.stdout.split()]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_decode_and_thread_defaults_follow_the_cores_this_process_may_use() -> None:
+    # The affinity mask, not the host's CPU count: a process pinned to one CPU gets one decode
+    # worker and one torch thread (never zero), and on up to 4 cores still one decoder.
+    cpus = sorted(os.sched_getaffinity(0))
+    assert _defaults_on({cpus[0]}) == [1, 1, 1]
+    if len(cpus) >= 2:
+        assert _defaults_on(set(cpus[:2])) == [2, 1, 1]
 
 
 @pytest.mark.parametrize(
