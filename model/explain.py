@@ -112,7 +112,8 @@ class Explainer:
             parameter.requires_grad_(False)
         self._captured: dict[str, Any] = {}
         self._lock = threading.Lock()  # the hooks share `_captured`: one explanation at a time
-        self._time_major = self.model.architecture == "musicnn"  # its mel is (B, 1, T, mels)
+        # musicnn and its vgg keep the TF layout: their mel is (B, 1, T, mels)
+        self._time_major = self.model.architecture in ("musicnn", "musicnn-vgg")
         frontend = getattr(self.model, "frontend", None)
         if "gradient" in self.methods and isinstance(frontend, MelFrontEnd):
             frontend.bn.register_forward_hook(self._capture_mel)

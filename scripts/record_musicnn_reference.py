@@ -1,11 +1,13 @@
-"""Record reference outputs of the ORIGINAL musicnn TensorFlow model (run once in a throwaway TF
-venv, see docstring).
+"""Record reference outputs of the ORIGINAL musicnn TensorFlow models (run once in a throwaway TF
+venv, see below).
 
-Why: the project runs musicnn's MTT_musicnn weights as a distillation teacher through its own
-PyTorch port, without TensorFlow. This script produces the ground truth such a port is tested
-against: ``tests/fixtures/musicnn_reference.npz``. The audio is synthesised here from a fixed seed
-(no third-party recordings, so nothing to license) and stored in the fixture, so the test never
-needs to re-synthesise it.
+Why: the project runs the four checkpoints of the ``musicnn`` wheel (MTT_musicnn, MTT_vgg,
+MSD_musicnn, MSD_vgg) as distillation teachers through its own PyTorch ports, without
+TensorFlow. This script produces the ground truth those ports are tested against:
+``tests/fixtures/musicnn_reference.npz``. The audio is synthesised here from a fixed seed (no
+third-party recordings, so nothing to license) and stored in the fixture, so the test never needs
+to re-synthesise it. With ``--audio FILE...`` it records the same arrays for real recordings
+instead, into a file kept out of git (``python -m training.teacher.parity`` compares them).
 
 It is NOT part of the project's environment (it needs TensorFlow, 2 GB). To re-record, in a
 throwaway virtual environment outside the repository (TFENV=its folder)::
@@ -18,19 +20,32 @@ throwaway virtual environment outside the repository (TFENV=its folder)::
 Deviation from musicnn, on purpose: ``musicnn.extractor.batch_data`` casts the mel spectrogram to
 float16 before ``log10(10000 * x + 1)``, which overflows to ``inf`` for any mel power above 6.55
 (most real music). Here the log-mel is computed in float32 and fed straight into the original
-graph (``musicnn.models.define_model`` plus the shipped checkpoint), which is how the project
-uses the teacher. The clips are made loud enough to be in that overflow regime, and the fixture's
+graphs (``musicnn.models.define_model`` plus the shipped checkpoints), which is how the project
+uses the teachers. The clips are made loud enough to be in that overflow regime, and the fixture's
 ``provenance`` records how many patches the float16 path would have broken.
 
-Fixture contents (all plain arrays, loadable with ``allow_pickle=False``):
-    audio          float32 [n_clips, n_samples]  16 kHz mono clips
-    logmel         float32 [P, 187, 96]          patches, time × mel, float32 log-mel
-    patch_clip     int64 [P]                     clip index of each patch
-    patch_frame    int64 [P]                     first frame of each patch in its clip
-    logits         float32 [P, 50]               pre-sigmoid outputs of MTT_musicnn
-    probabilities  float32 [P, 50]               sigmoid outputs
-    labels         str [50]                      MTT tag names in output order
-    provenance     str [k]                       versions and settings used
+Two input lengths are recorded, because the project feeds the teachers the student's
+59,049-sample windows (231 frames), not only musicnn's 3-s patches (187 frames):
+
+* patches: non-overlapping 187-frame patches from frame 0, as musicnn's extractor cuts them;
+* windows: 231-frame windows from frame 0 of each clip (and every 231 frames on for ``--audio``).
+  The musicnn graphs are built for 231 frames (they pool over time, so TF takes any length).
+  TF's vgg graph only takes 187 frames; a window's vgg score is defined (``model/musicnn_vgg.py``)
+  as the mean of the sigmoid over 187-frame crops at frames 0 and 44, and those crops are run
+  through the TF graph here.
+
+Fixture contents (all plain arrays, loadable with ``allow_pickle=False``; M is a model name):
+    audio                   float32 [clips, samples]  16 kHz mono clips (synthetic only)
+    clip_logmel             float32 [clips, F, 96]    whole clips, time × mel, float32 log-mel
+    patch_clip              int64 [P]                 clip of each 187-frame patch
+    patch_frame             int64 [P]                 first frame of each patch in its clip
+    window_clip             int64 [W]                 clip of each 231-frame window
+    window_frame            int64 [W]                 first frame of each window in its clip
+    M_logits                float32 [P, 50]           pre-sigmoid outputs on the patches
+    M_probabilities         float32 [P, 50]           sigmoid outputs on the patches
+    M_window_probabilities  float32 [W, 50]           on the windows (vgg: mean over crops)
+    M_labels                str [50]                  tag names in output order, as musicnn's
+    provenance              str [k]                   versions and settings used
 """
 
 from __future__ import annotations
@@ -51,9 +66,12 @@ N_FFT = 512
 HOP = 256
 N_MELS = 96
 PATCH_FRAMES = 187
+WINDOW_FRAMES = 231  # 1 + 59_049 // 256: the student's window, which the teachers label
+VGG_CROPS = (0, WINDOW_FRAMES - PATCH_FRAMES)  # model/musicnn_vgg.py's crops of a window
 CLIP_SECONDS = 7.0
 SEED = 20_261_124
-MODEL = "MTT_musicnn"
+TF_BATCH = 32
+MODELS = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg")
 FLOAT16_LIMIT = 6.55  # above this mel power, 10000 * x overflows float16 (max 65504)
 
 FloatArray = npt.NDArray[np.float32]
@@ -162,15 +180,16 @@ def float32_logmel(mel: FloatArray) -> FloatArray:
     return out
 
 
-def cut_patches(rep: FloatArray) -> tuple[list[FloatArray], list[int]]:
-    """Non-overlapping 187-frame patches starting at frame 0, full patches only (as musicnn)."""
-    starts = list(range(0, rep.shape[0] - PATCH_FRAMES + 1, PATCH_FRAMES))
-    return [rep[s : s + PATCH_FRAMES] for s in starts], starts
+def cut_patches(rep: FloatArray, frames: int = PATCH_FRAMES) -> tuple[list[FloatArray], list[int]]:
+    """Non-overlapping patches starting at frame 0, full patches only (as musicnn)."""
+    starts = list(range(0, rep.shape[0] - frames + 1, frames))
+    return [rep[s : s + frames] for s in starts], starts
 
 
-def run_tensorflow(patches: FloatArray) -> tuple[FloatArray, FloatArray, list[str]]:
-    """Build musicnn's own graph exactly as ``musicnn.extractor.extractor`` does, restore the
-    shipped checkpoint, and return (logits, sigmoid probabilities, labels)."""
+def run_tensorflow(model: str, inputs: FloatArray) -> tuple[FloatArray, FloatArray, list[str]]:
+    """Build musicnn's own graph for `model` exactly as ``musicnn.extractor.extractor`` does (but
+    for the input's number of frames), restore the shipped checkpoint, and return
+    (logits, sigmoid probabilities, labels)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
     from musicnn import configuration, models
@@ -179,19 +198,36 @@ def run_tensorflow(patches: FloatArray) -> tuple[FloatArray, FloatArray, list[st
     warnings.filterwarnings("ignore", message=r"`tf\.layers\.")
     tf.compat.v1.disable_eager_execution()
     tf.compat.v1.reset_default_graph()
-    labels = list(configuration.MTT_LABELS)
+    labels = list(configuration.MTT_LABELS if model.startswith("MTT") else configuration.MSD_LABELS)
     with tf.name_scope("model"):
-        x = tf.compat.v1.placeholder(tf.float32, [None, PATCH_FRAMES, N_MELS])
+        x = tf.compat.v1.placeholder(tf.float32, [None, inputs.shape[1], N_MELS])
         is_training = tf.compat.v1.placeholder(tf.bool)
-        y, *_features = models.define_model(x, is_training, MODEL, len(labels))
+        y, *_features = models.define_model(x, is_training, model, len(labels))
         normalized_y = tf.nn.sigmoid(y)
     with tf.compat.v1.Session() as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
         # Same prefix as musicnn.extractor: the checkpoint directory plus "/".
-        prefix = os.path.join(os.path.dirname(models.__file__), MODEL) + "/"
+        prefix = os.path.join(os.path.dirname(models.__file__), model) + "/"
         tf.compat.v1.train.Saver().restore(sess, prefix)
-        logits, probs = sess.run([y, normalized_y], feed_dict={x: patches, is_training: False})
-    return np.asarray(logits, np.float32), np.asarray(probs, np.float32), labels
+        # In batches, so whole tracks fit in memory (inference does not depend on the batching).
+        outputs = [
+            sess.run([y, normalized_y], feed_dict={x: inputs[i : i + TF_BATCH], is_training: False})
+            for i in range(0, len(inputs), TF_BATCH)
+        ]
+    logits = np.concatenate([np.asarray(out[0], np.float32) for out in outputs])
+    probs = np.concatenate([np.asarray(out[1], np.float32) for out in outputs])
+    return logits, probs, labels
+
+
+def window_probabilities(model: str, windows: FloatArray) -> FloatArray:
+    """TF's scores of 231-frame windows: musicnn reads them whole; vgg, whose graph only takes
+    187 frames, scores the mean of the sigmoid over the crops of ``VGG_CROPS``."""
+    if "vgg" not in model:
+        return run_tensorflow(model, windows)[1]
+    crops = np.stack([windows[:, s : s + PATCH_FRAMES] for s in VGG_CROPS], axis=1)
+    probs = run_tensorflow(model, crops.reshape(-1, PATCH_FRAMES, N_MELS))[1]
+    mean: FloatArray = probs.reshape(len(windows), len(VGG_CROPS), -1).mean(axis=1)
+    return mean.astype(np.float32)
 
 
 def _version(dist: str) -> str:
@@ -201,17 +237,30 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def record(out: Path) -> dict[str, Any]:
-    audio = make_clips()
+def _load(path: Path) -> FloatArray:
+    import librosa
+
+    audio, _ = librosa.load(path, sr=SR)  # as musicnn.extractor.batch_data
+    return np.asarray(audio, np.float32)
+
+
+def record(out: Path, audio_files: list[Path] | None = None) -> dict[str, Any]:
+    clips = [_load(p) for p in audio_files] if audio_files else list(make_clips())
+    clip_logmel: list[FloatArray] = []
     patches: list[FloatArray] = []
+    windows: list[FloatArray] = []
     patch_clip: list[int] = []
     patch_frame: list[int] = []
+    window_clip: list[int] = []
+    window_frame: list[int] = []
     float16_broken = 0
     max_mel = 0.0
-    for clip_index, clip in enumerate(audio):
+    for clip_index, clip in enumerate(clips):
         mel = musicnn_mel(clip)
         max_mel = max(max_mel, float(mel.max()))
-        clip_patches, starts = cut_patches(float32_logmel(mel))
+        rep = float32_logmel(mel)
+        clip_logmel.append(rep)
+        clip_patches, starts = cut_patches(rep)
         mel_patches, _ = cut_patches(mel)
         for patch, mel_patch, start in zip(clip_patches, mel_patches, starts, strict=True):
             patches.append(patch)
@@ -220,35 +269,62 @@ def record(out: Path) -> dict[str, Any]:
             with np.errstate(over="ignore"):
                 as_shipped = np.log10(10000 * mel_patch.astype(np.float16) + 1)
             float16_broken += int(not np.all(np.isfinite(as_shipped)))
+        clip_windows, starts = cut_patches(rep, WINDOW_FRAMES)
+        # The synthetic fixture keeps one window per clip (its size limit); real audio all.
+        keep = len(clip_windows) if audio_files else 1
+        windows.extend(clip_windows[:keep])
+        window_clip.extend([clip_index] * len(clip_windows[:keep]))
+        window_frame.extend(starts[:keep])
     logmel = np.stack(patches)
     if max_mel <= FLOAT16_LIMIT:
         raise RuntimeError(f"clips too quiet: max mel power {max_mel:.2f} <= {FLOAT16_LIMIT}")
-    logits, probabilities, labels = run_tensorflow(logmel)
-    provenance = [
-        f"generated by scripts/record_musicnn_reference.py, model {MODEL}",
-        f"musicnn=={_version('musicnn')}",
-        f"tensorflow-cpu=={_version('tensorflow-cpu')}",
-        f"tf-keras=={_version('tf-keras')}",
-        f"librosa=={_version('librosa')}",
-        f"numpy=={np.__version__}",
-        f"python=={platform.python_version()}",
-        f"audio: numpy default_rng({SEED}), {len(audio)} clips of {CLIP_SECONDS} s at {SR} Hz",
-        f"mel: librosa.feature.melspectrogram(sr={SR}, n_fft={N_FFT}, hop_length={HOP}, "
-        f"n_mels={N_MELS}).T; log10(10000*x+1) in float32 (musicnn's float16 cast removed)",
-        f"patches: non-overlapping {PATCH_FRAMES} frames from frame 0, full patches only",
-        f"max mel power {max_mel:.1f}; musicnn's float16 path would give inf in "
-        f"{float16_broken} of {len(logmel)} patches",
-    ]
-    arrays: dict[str, Any] = {
-        "audio": audio,
-        "logmel": logmel,
-        "patch_clip": np.asarray(patch_clip, np.int64),
-        "patch_frame": np.asarray(patch_frame, np.int64),
-        "logits": logits,
-        "probabilities": probabilities,
-        "labels": np.asarray(labels, dtype=np.str_),
-        "provenance": np.asarray(provenance, dtype=np.str_),
-    }
+    arrays: dict[str, Any] = {}
+    if not audio_files:
+        arrays["audio"] = np.stack(clips)
+    else:
+        # Real tracks differ in length; pad to one array with NaN, which no test reads.
+        longest = max(r.shape[0] for r in clip_logmel)
+        clip_logmel = [
+            np.pad(r, ((0, longest - r.shape[0]), (0, 0)), constant_values=np.nan)
+            for r in clip_logmel
+        ]
+    arrays["clip_logmel"] = np.stack(clip_logmel).astype(np.float32)
+    arrays["patch_clip"] = np.asarray(patch_clip, np.int64)
+    arrays["patch_frame"] = np.asarray(patch_frame, np.int64)
+    arrays["window_clip"] = np.asarray(window_clip, np.int64)
+    arrays["window_frame"] = np.asarray(window_frame, np.int64)
+    for model in MODELS:
+        logits, probabilities, labels = run_tensorflow(model, logmel)
+        arrays[f"{model}_logits"] = logits
+        arrays[f"{model}_probabilities"] = probabilities
+        arrays[f"{model}_window_probabilities"] = window_probabilities(model, np.stack(windows))
+        arrays[f"{model}_labels"] = np.asarray(labels, dtype=np.str_)
+    if audio_files:
+        source = f"audio: {len(clips)} files: " + ", ".join(p.name for p in audio_files)
+    else:
+        source = (
+            f"audio: numpy default_rng({SEED}), {len(clips)} clips of {CLIP_SECONDS} s at {SR} Hz"
+        )
+    arrays["provenance"] = np.asarray(
+        [
+            f"generated by scripts/record_musicnn_reference.py, models {', '.join(MODELS)}",
+            f"musicnn=={_version('musicnn')}",
+            f"tensorflow-cpu=={_version('tensorflow-cpu')}",
+            f"tf-keras=={_version('tf-keras')}",
+            f"librosa=={_version('librosa')}",
+            f"numpy=={np.__version__}",
+            f"python=={platform.python_version()}",
+            source,
+            f"mel: librosa.feature.melspectrogram(sr={SR}, n_fft={N_FFT}, hop_length={HOP}, "
+            f"n_mels={N_MELS}).T; log10(10000*x+1) in float32 (musicnn's float16 cast removed)",
+            f"patches: non-overlapping {PATCH_FRAMES} frames from frame 0, full patches only",
+            f"windows: {WINDOW_FRAMES} frames; vgg scored as the mean sigmoid of the "
+            f"{PATCH_FRAMES}-frame crops at frames {VGG_CROPS}",
+            f"max mel power {max_mel:.1f}; musicnn's float16 path would give inf in "
+            f"{float16_broken} of {len(logmel)} patches",
+        ],
+        dtype=np.str_,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
     return arrays
@@ -257,16 +333,25 @@ def record(out: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="fixture path to write")
+    parser.add_argument(
+        "--audio",
+        type=Path,
+        nargs="+",
+        help="real recordings to record instead of the synthetic clips (keep --out out of git)",
+    )
     args = parser.parse_args()
-    arrays = record(args.out)
+    if args.audio and args.out.resolve() == DEFAULT_OUT:
+        parser.error("--audio needs an --out outside tests/fixtures: recordings are not committed")
+    arrays = record(args.out, args.audio)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     for line in arrays["provenance"]:
         print("  " + str(line))
-    labels, probs = arrays["labels"], arrays["probabilities"]
-    for p, clip in enumerate(arrays["patch_clip"]):
-        top = np.argsort(-probs[p])[:4]
-        tags = ", ".join(f"{labels[i]} {probs[p, i]:.2f}" for i in top)
-        print(f"  patch {p} (clip {clip}): {tags}")
+    for model in MODELS:
+        labels, probs = arrays[f"{model}_labels"], arrays[f"{model}_probabilities"]
+        for p, clip in enumerate(arrays["patch_clip"]):
+            top = np.argsort(-probs[p])[:4]
+            tags = ", ".join(f"{labels[i]} {probs[p, i]:.2f}" for i in top)
+            print(f"  {model} patch {p} (clip {clip}): {tags}")
 
 
 if __name__ == "__main__":
