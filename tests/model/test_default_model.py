@@ -1,8 +1,9 @@
-"""The bundled default checkpoint tags real music sensibly.
+"""The bundled default checkpoint (v2: MTT and MSD vocabularies) tags real music sensibly.
 
 The music is fetched from Debian's archive in the test setup (scripts/fetch_music.py: apt-get
 download + dpkg-deb, into the git-ignored data/music); without apt the tests skip with a clear
-message, except in CI, where they fail.
+message, except in CI, where they fail. v1, the single-vocabulary model before it, still loads
+and keeps its bare tag names.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from model.inference import predict_track
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "model" / "weights" / "default.safetensors"
+V1 = ROOT / "model" / "weights" / "default-v1.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +27,63 @@ def default_model() -> Checkpoint:
     return load_checkpoint(DEFAULT)
 
 
+def _scores(checkpoint: Checkpoint, samples: torch.Tensor) -> dict[str, float]:
+    result = predict_track(checkpoint.model, samples, batch_size=16)
+    ids = [tag.id for tag in checkpoint.metadata.tags]
+    return dict(zip(ids, result.track_scores.tolist(), strict=True))
+
+
 def _track_scores(checkpoint: Checkpoint, path: Path) -> dict[str, float]:
     audio = decode_audio(path, sample_rate=checkpoint.model.audio.sample_rate)
-    result = predict_track(checkpoint.model, torch.from_numpy(audio.samples), batch_size=16)
-    names = [tag.name for tag in checkpoint.metadata.tags]
-    return dict(zip(names, result.track_scores.tolist(), strict=True))
+    return _scores(checkpoint, torch.from_numpy(audio.samples))
 
 
-def _top(scores: dict[str, float], k: int) -> list[str]:
-    return sorted(scores, key=scores.__getitem__, reverse=True)[:k]
+def _top(scores: dict[str, float], k: int, taxonomy: str = "mtt") -> list[str]:
+    mine = [tag for tag in scores if tag.startswith(f"{taxonomy}/")]
+    return sorted(mine, key=scores.__getitem__, reverse=True)[:k]
+
+
+def test_the_default_model_has_both_vocabularies(default_model: Checkpoint) -> None:
+    ids = [tag.id for tag in default_model.metadata.tags]
+    assert len(ids) == 100
+    assert ids[0] == "mtt/guitar"
+    assert ids[50] == "msd/rock"
+
+
+def test_v1_still_loads_with_its_bare_names() -> None:
+    v1 = load_checkpoint(V1)
+    assert [tag.id for tag in v1.metadata.tags][:3] == ["guitar", "classical", "slow"]
 
 
 def test_techno_track_scores_techno_above_classical(music: Path, default_model: Checkpoint) -> None:
     scores = _track_scores(default_model, music / "nexuiz-music" / "brainsukker.ogg")
-    assert max(scores["techno"], scores["electronic"]) > scores["classical"], _top(scores, 8)
+    techno = max(scores["mtt/techno"], scores["mtt/electronic"])
+    assert techno > scores["mtt/classical"], _top(scores, 8)
+
+
+def test_techno_track_is_electronic_in_the_msd_vocabulary(
+    music: Path, default_model: Checkpoint
+) -> None:
+    scores = _track_scores(default_model, music / "nexuiz-music" / "brainsukker.ogg")
+    electronic = {"msd/electronic", "msd/electronica", "msd/electro", "msd/dance", "msd/house"}
+    assert electronic & set(_top(scores, 3, "msd")), _top(scores, 8, "msd")
 
 
 def test_orchestral_track_scores_classical_above_techno(
     music: Path, default_model: Checkpoint
 ) -> None:
     scores = _track_scores(default_model, music / "wesnoth-1.16-music" / "traveling_minstrels.ogg")
-    assert max(scores["classical"], scores["strings"]) > scores["techno"], _top(scores, 8)
+    assert max(scores["mtt/classical"], scores["mtt/strings"]) > scores["mtt/techno"]
 
 
 def test_metal_song_has_rock_or_metal_in_its_top_five(
     music: Path, default_model: Checkpoint
 ) -> None:
-    scores = _track_scores(
-        default_model, music / "fretsonfire-songs-muldjord" / "chaos_god" / "mix.flac"
-    )
-    assert {"rock", "metal"} & set(_top(scores, 5)), _top(scores, 8)
+    path = music / "fretsonfire-songs-muldjord" / "chaos_god" / "mix.flac"
+    scores = _track_scores(default_model, path)
+    assert {"mtt/rock", "mtt/metal"} & set(_top(scores, 5)), _top(scores, 8)
+    rock = {"msd/rock", "msd/metal", "msd/heavy metal", "msd/hard rock"}
+    assert rock & set(_top(scores, 3, "msd")), _top(scores, 8, "msd")
 
 
 def test_rendered_piano_piece_has_piano_in_its_top_three(default_model: Checkpoint) -> None:
@@ -63,7 +92,19 @@ def test_rendered_piano_piece_has_piano_in_its_top_three(default_model: Checkpoi
     assert render.split_of("joplin/maple_leaf_rag.mxl") == "test"
     score = render.load_score("joplin/maple_leaf_rag.mxl")
     rendering = render.render_score(score, [0] * len(score.parts), max_seconds=30.0)
-    result = predict_track(default_model.model, torch.from_numpy(rendering.samples))
-    names = [tag.name for tag in default_model.metadata.tags]
-    scores = dict(zip(names, result.track_scores.tolist(), strict=True))
-    assert "piano" in _top(scores, 3), _top(scores, 8)
+    scores = _scores(default_model, torch.from_numpy(rendering.samples))
+    assert "mtt/piano" in _top(scores, 3), _top(scores, 8)
+
+
+CHOIR_AAHS = 52  # General MIDI program 53, 0-based
+
+
+def test_rendered_choir_is_a_choir(default_model: Checkpoint) -> None:
+    render = pytest.importorskip("training.distill.render", reason="needs the train extra")
+    # A Bach chorale of the held-out test split, every voice sung by the choir program.
+    assert render.split_of("bach/bwv11.6.mxl") == "test"
+    score = render.load_score("bach/bwv11.6.mxl")
+    rendering = render.render_score(score, [CHOIR_AAHS] * len(score.parts), max_seconds=30.0)
+    scores = _scores(default_model, torch.from_numpy(rendering.samples))
+    assert {"mtt/choir", "mtt/choral"} & set(_top(scores, 3)), _top(scores, 8)
+    assert scores["mtt/choir"] > scores["mtt/no vocals"], _top(scores, 8)

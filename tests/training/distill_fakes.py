@@ -12,16 +12,22 @@ N_TAGS = 100  # the two-vocabulary model: 50 MTT tags, then 50 MSD tags
 MSD = 50  # column of the first MSD tag
 
 
-def write_source(folder: Path, pcm: np.ndarray, mtt: np.ndarray, truth: np.ndarray) -> None:
-    """One cached source whose MTT teachers both score `mtt` (N, 50) and MSD teachers 0.05;
-    `truth` is (N, 100) with -1 where unknown."""
+def write_source(
+    folder: Path,
+    pcm: np.ndarray,
+    mtt: np.ndarray,
+    truth: np.ndarray,
+    mtt_vgg: np.ndarray | None = None,
+) -> None:
+    """One cached source whose MTT teachers score `mtt` (N, 50) (MTT_vgg: `mtt_vgg` if given)
+    and MSD teachers 0.05; `truth` is (N, 100) with -1 where unknown."""
     folder.mkdir(parents=True)
     np.save(folder / "windows.npy", pcm)
     np.save(folder / "labels.npy", truth.astype(np.int8))
     msd = np.full((len(pcm), 50), 0.05, dtype=np.float32)
     for name, scores in [
         ("mtt_musicnn", mtt),
-        ("mtt_vgg", mtt),
+        ("mtt_vgg", mtt if mtt_vgg is None else mtt_vgg),
         ("msd_musicnn", msd),
         ("msd_vgg", msd),
     ]:

@@ -108,7 +108,7 @@ def test_the_default_model_preset_is_the_old_distillation_recipe() -> None:
     assert config.preset == "q2l-small"
     assert config.data == "data/distill-soft"
     assert (config.targets, config.select_by) == ("soft", "agreement")
-    assert (config.epochs, config.batch_size, config.lr) == (8, 32, 3e-4)
+    assert (config.epochs, config.batch_size, config.lr) == (6, 32, 3e-4)
     assert (config.weight_decay, config.warmup, config.schedule) == (1e-4, 0.2, "onecycle")
     assert (config.precision, config.cpu_autocast, config.eval_crops) == ("auto", True, 1)
 

@@ -13,7 +13,8 @@ from model.quantize import calibration_path, cpu_int8_flags
 from model.runtime import RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[3]
-DEFAULT = ROOT / "model" / "weights" / "default.safetensors"
+# v1 ships an int8 calibration (model/weights/default-v1.int8.safetensors); v2 has none yet.
+DEFAULT = ROOT / "model" / "weights" / "default-v1.safetensors"
 CPU = torch.device("cpu")
 
 

@@ -27,7 +27,8 @@ from app.scale.storage import locate  # noqa: E402
 ROOT = Path(__file__).resolve().parents[3]
 NAMES = sorted(Path(t).name for t in TRACKS)
 # Same model, same precision as the local engine below.
-COMMON = ["--precision", "fp32", "--top-k", "5", "--no-progress"]
+V1 = default_checkpoint_path().with_name("default-v1.safetensors")
+COMMON = ["--precision", "fp32", "--top-k", "5", "--no-progress", "--checkpoint", str(V1)]
 
 
 def _options(source: Path, dest: str, fmt: Any = "parquet", **overrides: Any) -> JobOptions:
@@ -36,7 +37,8 @@ def _options(source: Path, dest: str, fmt: Any = "parquet", **overrides: Any) ->
         "dest": locate(dest),
         "format": fmt,
         "recursive": False,
-        "checkpoint": default_checkpoint_path(),
+        # v1 (50 MTT tags): the engine's records against the CLI's; 100-tag models below.
+        "checkpoint": V1,
         "device": "cpu",
         "precision": "fp32",
         "channels_last": True,
