@@ -148,7 +148,7 @@ def test_an_embedding_from_tag_searches_the_catalogue_without_a_second_pass(
     data = excerpts["metal-a"].read_bytes()
     tagged = httpx.post(
         f"{service.url}/tag", files={"file": ("a.flac", data)},
-        params={"embedding": "true", "top_k": 50}, timeout=60,
+        params={"embedding": "true", "top_k": 100, "synonyms": "all"}, timeout=60,
     ).json()  # fmt: skip
     scores = {t["tag"]: t["score"] for t in tagged["tags"]}
     body = {"embedding": tagged["embedding"], "scores": scores, "top": 2, "taxonomy": ["genre"]}
