@@ -1,7 +1,7 @@
 """Fetch real, freely licensed music from Debian packages into a local cache.
 
 Why: the tagger needs real recordings to distil the musicnn teacher on and to test against, and
-the only registries reachable here are PyPI, npm and Debian. About 24.5 h of DFSG-free music
+the only registries reachable here are PyPI, npm and Debian. About 26.7 h of DFSG-free music
 ship in Debian packages (game soundtracks, GCompris' world-music and instrument clips, a few
 choirs; see data-sources.md §3 and more-data-sources.md). Audio is never committed: it lands in
 ``data/music`` (git-ignored) and is re-fetched on demand.
@@ -218,6 +218,24 @@ PACKAGES: dict[str, PackageSpec] = {
         "GPL-2+",
         include=("chorus0*.ogg",),
         voice=(("chorus0*.ogg", "sampled chant (a few voices)"),),
+    ),
+    # Soundtracks only (content/audio/sounds holds effects and ambiences, 0.71 h in 15 tracks).
+    "unknown-horizons": PackageSpec(
+        "usr/share/unknown-horizons/content/audio/music", "CC-BY-SA-3.0", min_duration_s=5.0
+    ),
+    # music/ingame and music/menu (13 tracks, 0.45 h); the sound/ folder is effects and voices.
+    "warmux-data": PackageSpec("usr/share/games/warmux/music", "GPL-2+", min_duration_s=5.0),
+    "pushover-data": PackageSpec(
+        "usr/share/pushover/themes", "GPL-3+ (Roberto Lorenz)", min_duration_s=5.0
+    ),
+    # The menu music and one track per faction (9 tracks, 0.52 h); tilesets/*/sounds are weather
+    # and forest ambiences, not music.
+    "megaglest-data": PackageSpec(
+        "usr/share/games/megaglest",
+        "CC-BY-SA-3.0",
+        ("data/core/menu/music", "techs/megapack/factions"),
+        min_duration_s=5.0,
+        include=("data/core/menu/music/*", "techs/megapack/factions/*/music/*"),
     ),
 }
 assert not RESERVED_PACKAGES & PACKAGES.keys(), "a reserved package is among the fetched ones"
