@@ -1,8 +1,11 @@
 """Hostile uploads against the real service: the corpus of tests/hardening/corpus.py, uploads
 that smuggle playlists, and property-based fuzzing with hypothesis.
 
-The server runs with production settings (the bundled model, 200 MB uploads, 2 hours of
-audio). Every answer must be 200 or a 4xx problem body, never a 5xx; the process must survive
+The server runs with production settings (the bundled model, 200 MB uploads) and, under
+`make hardening`, the production limit of 2 hours of audio; `make test` lowers that limit to
+15 minutes, so that the files over it (3 h of silence, a 2 h FLAC bomb, a 1 Hz WAV) are refused
+after 15 minutes of decoded audio instead of 2 hours: the same code path at an eighth of the
+cost. Every answer must be 200 or a 4xx problem body, never a 5xx; the process must survive
 everything; its peak memory must stay under PEAK_RSS_BOUND.
 """
 
@@ -29,6 +32,9 @@ from tests.hardening.tools import FULL, budget, peak_rss, problem_type, record
 # FFmpeg, the model, one warm-up batch of 64 windows); the largest legitimate request, 15
 # minutes of audio, adds its samples and windows (about 120 MB), and two decoders run at once.
 PEAK_RSS_BOUND = 1_500_000_000
+# The audio limit: production's 2 hours under `make hardening`, 15 minutes (just over the
+# longest accepted upload below) in `make test`.
+MAX_AUDIO_SECONDS = 7200.0 if FULL else 900.0
 
 CORPUS = hostile_corpus()
 seen: collections.Counter[str] = collections.Counter()
@@ -36,7 +42,7 @@ seen: collections.Counter[str] = collections.Counter()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServiceProcess]:
-    process = ServiceProcess({})
+    process = ServiceProcess({"max_audio_seconds": MAX_AUDIO_SECONDS})
     try:
         process.wait_ready()
         yield process
