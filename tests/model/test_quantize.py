@@ -22,7 +22,7 @@ from model.quantize import (
 from model.runtime import Runtime, RuntimeOptions, int8_decision
 
 ROOT = Path(__file__).resolve().parents[2]
-# v1 ships an int8 calibration (model/weights/default-v1.int8.safetensors); v2 has none yet.
+# v1 ships an int8 calibration that passes its check (default-v1.int8.safetensors); v2 fails it.
 DEFAULT = ROOT / "model" / "weights" / "default-v1.safetensors"
 CPU = torch.device("cpu")
 # Not among the calibration windows (scripts/calibrate_int8.py leaves these three out).

@@ -13,8 +13,9 @@ from model.quantize import calibration_path, cpu_int8_flags
 from model.runtime import RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[3]
-# v1 ships an int8 calibration (model/weights/default-v1.int8.safetensors); v2 has none yet.
+# v1 ships an int8 calibration that passes its check (default-v1.int8.safetensors); v2 fails it.
 DEFAULT = ROOT / "model" / "weights" / "default-v1.safetensors"
+DEFAULT_V2 = ROOT / "model" / "weights" / "default.safetensors"
 CPU = torch.device("cpu")
 
 
@@ -27,6 +28,15 @@ def test_the_bundled_model_uses_int8_where_the_cpu_has_int8_dot_products() -> No
     else:
         assert not plan.use
         assert "no int8 dot products" in plan.decision.reason
+
+
+def test_the_default_model_v2_fails_its_own_int8_check_and_is_never_run_in_int8() -> None:
+    # Its sidecar records max |int8 - fp32| = 0.0397 on 176 calibration windows (limit 0.03).
+    for precision in ("auto", "int8"):
+        plan = plan_int8(load_checkpoint(DEFAULT_V2), RuntimeOptions(precision=precision), CPU)
+        assert not plan.use
+        assert plan.decision.reason.startswith("the checkpoint fails its own int8 accuracy check")
+        assert "0.0397" in plan.decision.reason
 
 
 def test_without_compilation_int8_is_not_used_and_the_reason_says_so() -> None:
