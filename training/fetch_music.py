@@ -219,7 +219,7 @@ PACKAGES: dict[str, PackageSpec] = {
         include=("chorus0*.ogg",),
         voice=(("chorus0*.ogg", "sampled chant (a few voices)"),),
     ),
-    # Soundtracks only (content/audio/sounds holds effects and ambiences, 0.71 h in 15 tracks).
+    # Its soundtrack: 15 tracks, 0.71 h (content/audio/sounds beside it is effects and ambiences).
     "unknown-horizons": PackageSpec(
         "usr/share/unknown-horizons/content/audio/music", "CC-BY-SA-3.0", min_duration_s=5.0
     ),
