@@ -12,6 +12,9 @@ quantise-dequantise patterns inductor fuses into int8 kernels):
              -> [int8 dense head + input projection] -> fp32 transformer -> logits
 
 Each bracket is a graph made by torch.export and the X86InductorQuantizer, one per batch size.
+A checkpoint's recipe (`Int8Recipe`) may keep some of these modules fp32: the head, or blocks of
+the backbone whose rounding errors grow most on the way to the sigmoid (for the v2 default
+model, the first residual block, whose input is the log-mel itself).
 A quantised graph only runs fast once inductor compiled it (eagerly it is a reference
 implementation full of quantise/dequantise ops), so an int8 runtime is always a compiled one;
 only the int8 graphs are compiled, the rest runs eagerly (compiled as a whole with the
@@ -19,8 +22,9 @@ embedding path, inductor 2.14 fails on a stride).
 
 Calibration happens once, offline (`scripts/calibrate_int8.py`), and its result is a small
 sidecar beside the checkpoint, `NAME.int8.safetensors`: the observers' state (activation ranges
-and histograms), the checkpoint's own accuracy check on the calibration windows (int8 against
-fp32: max |difference| and top-5 agreement) and the measured speed against the bf16 fast path.
+and histograms), the modules kept fp32, the checkpoint's own accuracy check on the calibration
+windows (int8 against fp32: max |difference| and top-5 agreement) and the measured speed
+against the bf16 fast path.
 Preparing int8 at start-up then needs no audio: export, load the observers, convert, compile.
 """
 
@@ -99,6 +103,13 @@ class SpeedCheck:
     reference: str
     reference_windows_per_s: float
     cpu: str
+    # The measuring CPU's int8 dot products (`cpu_int8_flags`); None in sidecars older than
+    # this field, which were all measured on a CPU with avx512_vnni.
+    int8_flags: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8_flags is not None:  # JSON gives a list
+            object.__setattr__(self, "int8_flags", tuple(self.int8_flags))
 
     @property
     def ratio(self) -> float:
@@ -107,6 +118,30 @@ class SpeedCheck:
     @property
     def faster(self) -> bool:
         return self.ratio > 1.0
+
+    @property
+    def on_int8_hardware(self) -> bool:
+        """Whether it was measured where int8 has dot products: elsewhere int8 runs on plain
+        AVX2 multiply-adds, and its speed says nothing about a CPU that has them."""
+        return self.int8_flags is None or bool(self.int8_flags)
+
+
+HEAD = "head"
+"""The name, in `fp32_modules`, of the 1×1 dense head with the input projection."""
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """What an int8 runtime needs: the observed activation ranges, and which modules stay fp32.
+
+    `fp32_modules` names modules the quantizer leaves in fp32: `"head"` (the dense head and the
+    input projection run eagerly in fp32) or a module of the backbone graph as
+    `"backbone.blocks.N"` or deeper (`"backbone.blocks.0.block.conv_2"`). A model whose first
+    block is most sensitive to rounding (its input is the mel spectrogram itself) keeps it fp32.
+    """
+
+    observers: Mapping[str, Tensor]
+    fp32_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +153,11 @@ class Int8Calibration:
     check: AccuracyCheck
     speed: SpeedCheck | None
     source: str  # where the calibration audio came from, for the record
+    fp32_modules: tuple[str, ...] = ()  # see Int8Recipe; empty in sidecars older than it
+
+    @property
+    def recipe(self) -> Int8Recipe:
+        return Int8Recipe(self.observers, self.fp32_modules)
 
     def save(self, path: Path) -> Path:
         document = {
@@ -126,6 +166,7 @@ class Int8Calibration:
             "check": asdict(self.check),
             "speed": asdict(self.speed) if self.speed else None,
             "source": self.source,
+            "fp32_modules": list(self.fp32_modules),
             "torch": torch.__version__,
         }
         tensors = {name: value.contiguous() for name, value in self.observers.items()}
@@ -149,6 +190,7 @@ class Int8Calibration:
             check=AccuracyCheck(**document["check"]),
             speed=SpeedCheck(**speed) if speed else None,
             source=document.get("source", ""),
+            fp32_modules=tuple(document.get("fp32_modules", ())),
         )
 
 
@@ -211,9 +253,12 @@ def supports_int8(model: TaggingModel) -> str | None:
     return None
 
 
-def _prepare(model: TaggingModel, batch: int) -> dict[str, nn.Module]:
-    """The two convolutional parts exported at one batch size, with observers inserted: the
-    backbone (whose output is also the embedding, so it stays a separate graph) and the head."""
+def _prepare(
+    model: TaggingModel, batch: int, fp32_modules: tuple[str, ...] = ()
+) -> dict[str, nn.Module]:
+    """The convolutional parts exported at one batch size, with observers inserted: the
+    backbone (whose output is also the embedding, so it stays a separate graph) and, unless
+    `fp32_modules` names it, the head."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
@@ -221,19 +266,40 @@ def _prepare(model: TaggingModel, batch: int) -> dict[str, nn.Module]:
     if reason:
         raise CalibrationError(reason)
     float_model = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)
-    parts = {"backbone": _Blocks(float_model).eval(), "head": _head(float_model).eval()}
+    parts = {"backbone": _Blocks(float_model).eval(), HEAD: _head(float_model).eval()}
+    fp32_in_backbone = _check_fp32_modules(parts["backbone"], fp32_modules)
     # One static graph per batch size: inductor cannot constant-fold oneDNN's int8 weight
     # prepacking in a graph exported with a dynamic batch dimension.
     example = torch.zeros(batch, 1, *_mel_shape(model))
     prepared: dict[str, nn.Module] = {}
     for name, part in parts.items():
+        if name in fp32_modules:
+            continue
         exported = torch.export.export(part, (example,)).module()
         quantizer = x86.X86InductorQuantizer()
         quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+        for module_name in fp32_in_backbone if name == "backbone" else ():
+            quantizer.set_module_name_qconfig(module_name, None)
         prepared[name] = prepare_pt2e(exported, quantizer)
         with torch.no_grad():
             example = part(example)  # the next part's input shape
     return prepared
+
+
+def _check_fp32_modules(backbone: nn.Module, fp32_modules: tuple[str, ...]) -> list[str]:
+    """The backbone's module names among `fp32_modules`; CalibrationError for unknown names."""
+    known = {name for name, _ in backbone.named_modules() if name}
+    in_backbone: list[str] = []
+    for name in fp32_modules:
+        inner = name.removeprefix("backbone.")
+        if name != HEAD and (inner == name or inner not in known):
+            raise CalibrationError(
+                f"fp32 module {name!r} is neither {HEAD!r} nor a module of the backbone "
+                f"(backbone.blocks.0, backbone.blocks.0.block.conv_2, ...)"
+            )
+        if name != HEAD:
+            in_backbone.append(inner)
+    return in_backbone
 
 
 def _mel_shape(model: TaggingModel) -> tuple[int, int]:
@@ -272,25 +338,29 @@ def _observer_state(prepared: dict[str, nn.Module]) -> dict[str, Tensor]:
     }
 
 
-def calibrate_observers(model: TaggingModel, windows: Tensor, batch: int = 8) -> dict[str, Tensor]:
-    """Observe activation ranges of `model`'s convolutions on `windows` (N, window_samples),
-    `batch` windows at a time (N must be a multiple of it)."""
+def calibrate_observers(
+    model: TaggingModel, windows: Tensor, batch: int = 8, fp32_modules: tuple[str, ...] = ()
+) -> dict[str, Tensor]:
+    """Observe activation ranges of `model`'s quantised convolutions (all but `fp32_modules`,
+    see `Int8Recipe`) on `windows` (N, window_samples), `batch` windows at a time (N must be a
+    multiple of it)."""
     if windows.shape[0] % batch:
         raise ValueError(f"{windows.shape[0]} windows are not a multiple of {batch}")
-    prepared = _prepare(model, batch)
+    prepared = _prepare(model, batch, fp32_modules)
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch):
             features = model.frontend(windows[start : start + batch].float())  # type: ignore[operator]
-            for part in prepared.values():
+            for part in prepared.values():  # the backbone's output is the head's input
                 features = part(features)
     return _observer_state(prepared)
 
 
 def quantize_model(
-    model: TaggingModel, observers: Mapping[str, Tensor], batch_sizes: tuple[int, ...]
+    model: TaggingModel, recipe: Int8Recipe, batch_sizes: tuple[int, ...]
 ) -> TaggingModel:
-    """A copy of `model` whose convolutions are int8 graphs, one per part and batch size in
-    `batch_sizes` (compile it to make it fast; other batch sizes raise KeyError).
+    """A copy of `model` whose convolutions (but `recipe.fp32_modules`) are int8 graphs, one per
+    part and batch size in `batch_sizes` (compile it to make it fast; other batch sizes raise
+    KeyError).
 
     Raises:
         CalibrationError: the observers do not fit this model's graph (another checkpoint's
@@ -299,9 +369,10 @@ def quantize_model(
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    graphs: dict[str, dict[int, nn.Module]] = {"backbone": {}, "head": {}}
+    observers = recipe.observers
+    graphs: dict[str, dict[int, nn.Module]] = {"backbone": {}, HEAD: {}}
     for batch in batch_sizes:
-        prepared = _prepare(model, batch)
+        prepared = _prepare(model, batch, recipe.fp32_modules)
         expected = set(_observer_state(prepared))
         if expected != set(observers):
             missing, extra = sorted(expected - set(observers)), sorted(set(observers) - expected)
@@ -324,8 +395,9 @@ def quantize_model(
     # head (so the backbone features, which are also the embedding, stay what they were); the
     # input projection is part of the head graph.
     quantized.backbone = _PerBatch(graphs["backbone"])
-    quantized.dense = _PerBatch(graphs["head"])
-    quantized.input_proj = nn.Identity()
+    if graphs[HEAD]:
+        quantized.dense = _PerBatch(graphs[HEAD])
+        quantized.input_proj = nn.Identity()
     return quantized
 
 
@@ -351,6 +423,8 @@ def describe_calibration(calibration: Int8Calibration) -> dict[str, Any]:
         if speed is None
         else f"int8 {speed.int8_windows_per_s:.1f} against {speed.reference} "
         f"{speed.reference_windows_per_s:.1f} windows/s at batch {speed.batch} "
-        f"({speed.ratio:.2f}x) on {speed.cpu}",
+        f"({speed.ratio:.2f}x) on {speed.cpu}"
+        + ("" if speed.on_int8_hardware else " (no int8 dot products)"),
         "source": calibration.source,
+        "fp32_modules": list(calibration.fp32_modules),
     }

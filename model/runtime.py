@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,7 +36,7 @@ from model.base import TaggingModel
 from model.embedding import scores_and_embedding_rows
 
 if TYPE_CHECKING:
-    from model.quantize import Int8Calibration
+    from model.quantize import Int8Calibration, Int8Recipe
 
 logger = logging.getLogger("model.runtime")
 
@@ -138,7 +138,8 @@ def int8_decision(
 ) -> Int8Decision:
     """The int8 rule. `auto` uses int8 only where the CPU has int8 dot products (`cpu_flags`,
     see `model.quantize.cpu_int8_flags`), the checkpoint's calibration passed its own accuracy
-    check and int8 measured faster than the bf16 (or fp32) fast path. `int8` forces it, except
+    check and int8 measured faster than the bf16 (or fp32) fast path on a CPU with int8 dot
+    products. `int8` forces it, except
     that a checkpoint failing its accuracy check is always refused. `problem` says why there
     is no usable calibration (missing, unreadable, made for another checkpoint).
     """
@@ -167,6 +168,12 @@ def int8_decision(
     if not cpu_flags:
         return Int8Decision(
             False, "this CPU has no int8 dot products (avx512_vnni, avx_vnni, amx_int8)"
+        )
+    if speed is not None and not speed.on_int8_hardware:
+        return Int8Decision(
+            False,
+            f"int8 speed was only measured on a CPU without int8 dot products ({measured}): "
+            "run scripts/calibrate_int8.py on this CPU",
         )
     if speed is None or not speed.faster:
         return Int8Decision(False, f"int8 is not faster here: {measured}")
@@ -253,8 +260,9 @@ class Runtime:
         device: Where to run.
         options: Precision, memory format and compilation choices.
         max_batch: Largest number of windows callers pass at once (the batcher's maximum).
-        int8_observers: With precision "int8": the calibration's observer state (see
-            `model.quantize`); the runtime quantises the model's convolutions with it.
+        int8_recipe: With precision "int8": the calibration's observer state and the modules
+            that stay fp32 (`model.quantize.Int8Recipe`); the runtime quantises the model's
+            convolutions with it.
 
     Calling it: (N, window_samples) float32 windows, on the host or the device, for any N ->
     (N, n_classes) float32 probabilities on the CPU; with `options.embeddings`, (N, n_classes +
@@ -268,22 +276,22 @@ class Runtime:
         options: RuntimeOptions | None = None,
         *,
         max_batch: int = 64,
-        int8_observers: Mapping[str, Tensor] | None = None,
+        int8_recipe: Int8Recipe | None = None,
     ) -> None:
         self.options = options or RuntimeOptions()
         self.device = device
         self.dtype = resolve_precision(self.options.precision, device)
         self.int8 = self.options.precision == "int8"
         if self.int8:
-            if device.type != "cpu" or int8_observers is None:
+            if device.type != "cpu" or int8_recipe is None:
                 raise ValueError("int8 runs on a CPU and needs the checkpoint's calibration")
             if self.options.compile == "off":
                 raise ValueError("int8 needs compilation (a quantised graph is slow eagerly)")
             from model.quantize import quantize_model
         cap = self.options.max_chunk or (CPU_MAX_CHUNK if device.type == "cpu" else max_batch)
         self.shapes = batch_shapes(min(cap, max_batch))
-        if self.int8 and int8_observers is not None:
-            model = quantize_model(model.to(device).eval(), int8_observers, self.shapes)
+        if self.int8 and int8_recipe is not None:
+            model = quantize_model(model.to(device).eval(), int8_recipe, self.shapes)
         self.model = model.to(device).eval()
         if self.options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -6,6 +6,8 @@ Steps, all in this process with one torch thread:
    `--packages` in `data/music` (fetched Debian soundtracks; the reserved packages are refused,
    and the three tracks the accuracy test uses are left out so that the test sees other music).
 2. torchao's PT2E flow observes the activation ranges of the model's convolutions on them.
+   Modules named by `--fp32-modules` are not quantised (the v2 default model keeps its first
+   residual block and its head in fp32: see docs/performance.md).
 3. The checkpoint's own accuracy check: the compiled int8 runtime against fp32 eager on the same
    windows (max |int8 - fp32| <= 0.03, identical top-5 on >= 95 % of windows).
 4. Speed: compiled int8 against the compiled bf16 fast path (fp32 where bf16 is not native) at
@@ -35,11 +37,14 @@ from model.audio.decode import decode_audio  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.inference import split_windows  # noqa: E402
 from model.quantize import (  # noqa: E402
+    CalibrationError,
     Int8Calibration,
+    Int8Recipe,
     SpeedCheck,
     accuracy_check,
     calibrate_observers,
     calibration_path,
+    cpu_int8_flags,
     describe_calibration,
 )
 from model.runtime import Runtime, RuntimeOptions, resolve_precision  # noqa: E402
@@ -115,6 +120,13 @@ def main() -> int:
     parser.add_argument("--windows-per-track", type=int, default=8)
     parser.add_argument("--max-tracks", type=int, default=24)
     parser.add_argument("--batch", type=int, default=8, help="batch of the speed comparison")
+    parser.add_argument(
+        "--fp32-modules",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="modules left in fp32: head, backbone.blocks.N (or deeper); see model.quantize",
+    )
     parser.add_argument("--out", type=Path, help="default: NAME.int8.safetensors beside it")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -127,7 +139,11 @@ def main() -> int:
     )
     print(f"{windows.shape[0]} calibration windows from {len(tracks)} tracks", file=log)
     started = time.monotonic()
-    observers = calibrate_observers(checkpoint.model, windows)
+    fp32_modules = tuple(args.fp32_modules)
+    try:
+        observers = calibrate_observers(checkpoint.model, windows, fp32_modules=fp32_modules)
+    except CalibrationError as error:
+        raise SystemExit(f"calibrate_int8: {error}") from error
     print(f"observed activation ranges in {time.monotonic() - started:.0f} s", file=log)
 
     cpu = torch.device("cpu")
@@ -137,7 +153,7 @@ def main() -> int:
         cpu,
         options,
         max_batch=args.batch,
-        int8_observers=observers,
+        int8_recipe=Int8Recipe(observers, fp32_modules),
     )
     int8.warm_up()
     eager = Runtime(
@@ -161,7 +177,15 @@ def main() -> int:
         reference=reference,
         reference_windows_per_s=throughput(fast, batch),
         cpu=cpu_name(),
+        int8_flags=cpu_int8_flags(),
     )
+    if not speed.on_int8_hardware:
+        print(
+            "this CPU has no int8 dot products: the speed is recorded, but `precision=auto` "
+            "will not use int8 on its strength; calibrate on a CPU with avx512_vnni, avx_vnni "
+            "or amx_int8 for that",
+            file=log,
+        )
     packages = sorted({track.split("/", 1)[0] for track in tracks})
     calibration = Int8Calibration(
         checkpoint_sha256=checkpoint.sha256,
@@ -170,6 +194,7 @@ def main() -> int:
         speed=speed,
         source=f"{windows.shape[0]} windows of {len(tracks)} tracks from Debian packages "
         f"{', '.join(packages)}",
+        fp32_modules=fp32_modules,
     )
     out = calibration.save(args.out or calibration_path(args.checkpoint))
     print(json.dumps(describe_calibration(calibration), indent=2))

@@ -169,7 +169,7 @@ def _runtime(options: TagRunOptions, checkpoint: Checkpoint, device: torch.devic
         device,
         prepared,
         max_batch=options.batch_windows,
-        int8_observers=plan.observers,
+        int8_recipe=plan.recipe,
     )
     if options.compile != "off":
         # Compiles every batch shape now; with "auto" a failure falls back to eager execution.

@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from model.checkpoint import Checkpoint
 from model.quantize import (
     CalibrationError,
     Int8Calibration,
+    Int8Recipe,
     calibration_path,
     cpu_int8_flags,
     supports_int8,
@@ -31,7 +31,7 @@ class Int8Plan:
     """The decision, and what an int8 runtime needs when it is yes."""
 
     decision: Int8Decision
-    observers: dict[str, Tensor] | None
+    recipe: Int8Recipe | None
 
     @property
     def use(self) -> bool:
@@ -79,5 +79,5 @@ def plan_int8(checkpoint: Checkpoint, options: RuntimeOptions, device: torch.dev
     )
     verb = "using int8" if decision.use else "not using int8"
     logger.info("%s: %s", verb, decision.reason, extra={"int8": decision.use})
-    observers = calibration.observers if decision.use and calibration else None
-    return Int8Plan(decision, observers)
+    recipe = calibration.recipe if decision.use and calibration else None
+    return Int8Plan(decision, recipe)

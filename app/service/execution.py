@@ -72,9 +72,9 @@ class Execution:
         self.mode = options.compile
         self._on_switch = on_switch
         self.int8 = int8
-        self._observers = int8.observers if int8 is not None and int8.use else None
+        self._int8_recipe = int8.recipe if int8 is not None and int8.use else None
         # The compiled runtime's options: int8 when the plan says so, else never int8.
-        if self._observers is not None:
+        if self._int8_recipe is not None:
             options = dataclasses.replace(options, precision="int8")
         elif int8 is not None:
             options = int8.fallback(options)
@@ -82,7 +82,7 @@ class Execution:
         self._max_batch = max_batch
         if self.mode == "on":
             self.runtime = Runtime(
-                model, device, options, max_batch=max_batch, int8_observers=self._observers
+                model, device, options, max_batch=max_batch, int8_recipe=self._int8_recipe
             )
         else:
             eager = dataclasses.replace(options, compile="off")
@@ -131,7 +131,7 @@ class Execution:
                 "compiling batch shapes %s%s in the background; requests are served eagerly "
                 "meanwhile (about 2 minutes on a 2-core CPU with an empty compile cache)",
                 list(runtime.shapes),
-                " in int8" if self._observers is not None else "",
+                " in int8" if self._int8_recipe is not None else "",
             )
             self._pending = True
             self._thread = threading.Thread(
@@ -151,7 +151,7 @@ class Execution:
                 device,
                 self._options,
                 max_batch=self._max_batch,
-                int8_observers=self._observers,
+                int8_recipe=self._int8_recipe,
             )
             pending.warm_up()
         except Exception as error:  # compile="auto": keep serving eagerly

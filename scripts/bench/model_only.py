@@ -120,7 +120,7 @@ def measure_model(
             CPU,
             RuntimeOptions(precision="int8", compile="on"),
             max_batch=max_batch,
-            int8_observers=calibration.observers,
+            int8_recipe=calibration.recipe,
         )
         say(f"int8: compiling shapes {list(int8.shapes)} ...")
         int8.warm_up()

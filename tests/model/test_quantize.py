@@ -13,17 +13,22 @@ from model.embedding import split_rows
 from model.inference import split_windows
 from model.quantize import (
     AccuracyCheck,
+    CalibrationError,
     Int8Calibration,
     SpeedCheck,
     accuracy_check,
+    calibrate_observers,
     calibration_path,
     cpu_int8_flags,
 )
 from model.runtime import Runtime, RuntimeOptions, int8_decision
 
 ROOT = Path(__file__).resolve().parents[2]
-# v1 ships an int8 calibration that passes its check (default-v1.int8.safetensors); v2 fails it.
-DEFAULT = ROOT / "model" / "weights" / "default-v1.safetensors"
+WEIGHTS = ROOT / "model" / "weights"
+# Both bundled models ship an int8 calibration that passes its check: v1 quantises every
+# convolution, v2 (the default) keeps its first block and its head fp32.
+DEFAULT = WEIGHTS / "default-v1.safetensors"
+BUNDLED = [DEFAULT, WEIGHTS / "default.safetensors"]
 CPU = torch.device("cpu")
 # Not among the calibration windows (scripts/calibrate_int8.py leaves these three out).
 TRACKS = [
@@ -34,8 +39,12 @@ TRACKS = [
 WINDOWS_PER_TRACK = 24
 
 PASSED = AccuracyCheck(windows=176, max_abs_diff=0.02, top5_agreement=0.97)
-FASTER = SpeedCheck(8, 150.0, "bf16", 100.0, "test CPU")
-SLOWER = SpeedCheck(8, 90.0, "bf16", 100.0, "test CPU")
+FASTER = SpeedCheck(8, 150.0, "bf16", 100.0, "test CPU", ("avx512_vnni",))
+SLOWER = SpeedCheck(8, 90.0, "bf16", 100.0, "test CPU", ("avx512_vnni",))
+# Timed where int8 has no dot products: faster there says nothing about a VNNI CPU.
+FASTER_ON_AVX2 = SpeedCheck(8, 150.0, "fp32", 100.0, "test CPU", ())
+# Sidecars older than int8_flags (all timed on a VNNI CPU).
+FASTER_UNRECORDED = SpeedCheck(8, 150.0, "bf16", 100.0, "test CPU")
 
 
 def calibration(
@@ -61,6 +70,16 @@ def test_int8_flags_are_read_from_cpuinfo() -> None:
         ("auto", (), calibration(), "auto", False, "no int8 dot products"),
         ("auto", ("avx512_vnni",), calibration(speed=SLOWER), "auto", False, "not faster"),
         ("auto", ("avx512_vnni",), calibration(speed=None), "auto", False, "not faster"),
+        (
+            "auto",
+            ("avx512_vnni",),
+            calibration(speed=FASTER_ON_AVX2),
+            "auto",
+            False,
+            "only measured on a CPU without int8 dot products",
+        ),
+        ("auto", ("avx512_vnni",), calibration(speed=FASTER_UNRECORDED), "auto", True, "1.50x"),
+        ("int8", ("avx512_vnni",), calibration(speed=FASTER_ON_AVX2), "auto", True, "asked for"),
         ("auto", ("avx512_vnni",), None, "auto", False, "no int8 calibration"),
         ("auto", ("avx512_vnni",), calibration(), "off", False, "compilation is off"),
         ("bf16", ("avx512_vnni",), calibration(), "auto", False, "precision bf16"),
@@ -114,20 +133,51 @@ def test_the_accuracy_check_counts_top5_and_the_largest_difference() -> None:
     assert not check.passed
 
 
-def test_the_bundled_model_ships_a_passing_calibration() -> None:
-    shipped = Int8Calibration.load(calibration_path(DEFAULT))
-    assert shipped.checkpoint_sha256 == load_checkpoint(DEFAULT).sha256
+def test_fp32_modules_survive_the_sidecar_and_old_sidecars_read_as_none(tmp_path: Path) -> None:
+    kept = Int8Calibration("0" * 64, {}, PASSED, FASTER, "test", ("backbone.blocks.0", "head"))
+    loaded = Int8Calibration.load(kept.save(tmp_path / "kept.int8.safetensors"))
+    assert loaded.fp32_modules == ("backbone.blocks.0", "head")
+    assert loaded.recipe.fp32_modules == ("backbone.blocks.0", "head")
+    assert loaded.speed is not None
+    assert loaded.speed.int8_flags == ("avx512_vnni",)
+    # default-v1's sidecar predates fp32_modules: every convolution is quantised.
+    assert Int8Calibration.load(calibration_path(DEFAULT)).fp32_modules == ()
+
+
+@pytest.mark.parametrize("name", ["blocks.0", "backbone.blocks.99", "dense", "backbone"])
+def test_an_unknown_fp32_module_is_refused_by_name(name: str) -> None:
+    model = load_checkpoint(DEFAULT).model
+    windows = torch.zeros(8, model.audio.window_samples)
+    with pytest.raises(CalibrationError, match="neither 'head' nor a module of the backbone"):
+        calibrate_observers(model, windows, fp32_modules=(name,))
+
+
+def test_fp32_modules_get_no_observers() -> None:
+    model = load_checkpoint(DEFAULT).model
+    windows = torch.randn(8, model.audio.window_samples) * 0.1
+    every = calibrate_observers(model, windows)
+    fewer = calibrate_observers(model, windows, fp32_modules=("backbone.blocks.0", "head"))
+    assert fewer
+    assert len(fewer) < len(every)
+    assert not any(name.startswith("head") for name in fewer)
+
+
+@pytest.mark.parametrize("weights", BUNDLED, ids=lambda path: path.stem)
+def test_the_bundled_models_ship_a_passing_calibration(weights: Path) -> None:
+    shipped = Int8Calibration.load(calibration_path(weights))
+    assert shipped.checkpoint_sha256 == load_checkpoint(weights).sha256
     assert shipped.check.passed, shipped.check.describe()
     assert shipped.check.windows >= 100
     assert shipped.observers
 
 
 @pytest.mark.slow
-def test_int8_matches_fp32_eager_on_real_music(music: Path) -> None:
+@pytest.mark.parametrize("weights", BUNDLED, ids=lambda path: path.stem)
+def test_int8_matches_fp32_eager_on_real_music(music: Path, weights: Path) -> None:
     """The accuracy guard: the compiled int8 path against fp32 eager on 72 windows of three
     real tracks the calibration never saw: max |int8 - fp32| <= 0.03, identical top-5 tags on
     at least 95 % of windows."""
-    checkpoint = load_checkpoint(DEFAULT)
+    checkpoint = load_checkpoint(weights)
     stacks = []
     for track in TRACKS:
         samples = torch.from_numpy(decode_audio(music / track, sample_rate=16000).samples)
@@ -135,15 +185,15 @@ def test_int8_matches_fp32_eager_on_real_music(music: Path) -> None:
         stacks.append(windows[:: max(1, windows.shape[0] // WINDOWS_PER_TRACK)][:WINDOWS_PER_TRACK])
     windows = torch.cat(stacks)
     assert windows.shape[0] % 8 == 0  # only the largest shape gets compiled
-    shipped = Int8Calibration.load(calibration_path(DEFAULT))
+    shipped = Int8Calibration.load(calibration_path(weights))
     reference = Runtime(
-        load_checkpoint(DEFAULT).model, CPU, RuntimeOptions("fp32", False, "off", embeddings=True)
+        load_checkpoint(weights).model, CPU, RuntimeOptions("fp32", False, "off", embeddings=True)
     )
     int8 = Runtime(
         checkpoint.model,
         CPU,
         RuntimeOptions("int8", compile="on", embeddings=True),
-        int8_observers=shipped.observers,
+        int8_recipe=shipped.recipe,
     )
 
     n_tags = checkpoint.model.n_classes
