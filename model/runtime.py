@@ -139,9 +139,9 @@ def int8_decision(
     """The int8 rule. `auto` uses int8 only where the CPU has int8 dot products (`cpu_flags`,
     see `model.quantize.cpu_int8_flags`), the checkpoint's calibration passed its own accuracy
     check and int8 measured faster than the bf16 (or fp32) fast path on a CPU with int8 dot
-    products. `int8` forces it, except
-    that a checkpoint failing its accuracy check is always refused. `problem` says why there
-    is no usable calibration (missing, unreadable, made for another checkpoint).
+    products. `int8` forces it, except that a checkpoint failing its accuracy check is always
+    refused. `problem` says why there is no usable calibration (missing, unreadable, made for
+    another checkpoint).
     """
     if precision not in ("auto", "int8"):
         return Int8Decision(False, f"precision {precision} was asked for")
