@@ -107,10 +107,6 @@ class SpeedCheck:
     # this field, which were all measured on a CPU with avx512_vnni.
     int8_flags: tuple[str, ...] | None = None
 
-    def __post_init__(self) -> None:
-        if self.int8_flags is not None:  # JSON gives a list
-            object.__setattr__(self, "int8_flags", tuple(self.int8_flags))
-
     @property
     def ratio(self) -> float:
         return self.int8_windows_per_s / self.reference_windows_per_s
@@ -184,6 +180,8 @@ class Int8Calibration:
         if document.get("format") != _FORMAT:
             raise CalibrationError(f"{path}: not an int8 calibration file")
         speed = document.get("speed")
+        if speed and speed.get("int8_flags") is not None:  # JSON gives a list
+            speed["int8_flags"] = tuple(speed["int8_flags"])
         return cls(
             checkpoint_sha256=document["checkpoint_sha256"],
             observers=observers,

@@ -42,7 +42,7 @@ from common import ROOT, cpu_model, real_clip, say
 
 from app.pipeline.defaults import resolve_threads
 from model.quantize import cpu_int8_flags
-from model.runtime import resolve_precision
+from model.runtime import cpu_has_native_bf16
 
 PARTS = ("model", "decode", "service", "cli", "peer")
 
@@ -183,7 +183,7 @@ def main() -> int:
     print(
         f"Measured {started:%Y-%m-%d %H:%M %Z} on {os.cpu_count()} cores ({cpu_model()}; "
         f"int8 dot products: {', '.join(cpu_int8_flags()) or 'none'}; native bf16: "
-        f"{'yes' if resolve_precision('auto', torch.device('cpu')) == torch.bfloat16 else 'no'}), "
+        f"{'yes' if cpu_has_native_bf16() else 'no'}), "
         f"torch {torch.__version__}, {threads} torch thread(s); load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.\n"
     )

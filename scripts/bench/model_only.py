@@ -16,7 +16,7 @@ from model.audio.decode import decode_audio
 from model.checkpoint import load_checkpoint
 from model.inference import split_windows
 from model.quantize import Int8Calibration, accuracy_check, calibration_path, cpu_int8_flags
-from model.runtime import Runtime, RuntimeOptions, batch_shapes, resolve_precision
+from model.runtime import Runtime, RuntimeOptions, batch_shapes, cpu_has_native_bf16
 
 CPU = torch.device("cpu")
 
@@ -142,7 +142,7 @@ def measure_model(
     # 1 GOP/s on a Zen 2 core, minutes per peak): no peak to speak of, so none is measured.
     native = {
         "fp32": True,
-        "bf16": resolve_precision("auto", CPU) == torch.bfloat16,
+        "bf16": cpu_has_native_bf16(),
         "int8": bool(cpu_int8_flags()),
     }
     peaks = {
