@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli import catalog_commands, explain_command
+from app.cli import catalog_commands, explain_command, library_commands
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tag_parser(commands)
     catalog_commands.add_parsers(commands)  # tagger index, tagger similar
     explain_command.add_parser(commands)
+    library_commands.add_parsers(commands)  # tagger write-tags, tagger strip-tags
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
@@ -319,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "explain":
         return explain_command.run(args)
+    if args.command in library_commands.COMMANDS:
+        return library_commands.run(args)
     return tags(args)
 
 
