@@ -258,7 +258,8 @@ class MusicTaggerPlugin(BeetsPlugin):
             record,
         )
         plan = plan_write(state, choice)
-        item["mood"] = list(plan.fields[MOOD])
+        if plan.fields[MOOD] or item.get("mood"):  # no empty MOOD atoms in files that had none
+            item["mood"] = list(plan.fields[MOOD])
         if genres_on or (record and record.get("written", {}).get(GENRE)):
             item["genres"] = list(plan.fields[GENRE])
         item["tagger_record"] = plan.record

@@ -57,6 +57,8 @@ class LocalScorer:
         decode_workers: int | None = None,
     ) -> None:
         # Imported here: torch takes seconds, and a beets session that never tags should not pay.
+        import warnings
+
         import torch
         from pydantic import ValidationError
 
@@ -65,6 +67,8 @@ class LocalScorer:
         from model.checkpoint import CheckpointError, load_checkpoint
         from model.runtime import Runtime, RuntimeOptions, resolve_device
 
+        # Expected for the reference front end (n_fft 512, 128 mels); says nothing about a run.
+        warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
         given: dict[str, Any] = {"checkpoint": checkpoint, "device": device, "precision": precision}
         try:
             settings = ModelSettings(**{k: v for k, v in given.items() if v is not None})
