@@ -36,7 +36,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beets import ui
 from beets.dbcore import types
@@ -56,9 +56,11 @@ from mediafile import (
 )
 
 from app.library.acousticbrainz import MOOD_SOURCES, acousticbrainz_fields
-from app.library.choice import Choice, ChoiceError, ChoiceSettings, Chooser
 from app.library.filetags import GENRE, MOOD, RECORD_NAME, FileState, plan_write
 from app.library.scoring import LocalScorer, Scored, ScorerError, ServiceScorer
+
+if TYPE_CHECKING:  # choosing needs torch: imported when items are tagged, not on every `beet`
+    from app.library.choice import Choice, ChoiceSettings, Chooser
 
 # Our choices, by category, under clear names.
 CHOICE_FIELDS = {
@@ -127,6 +129,8 @@ class MusicTaggerPlugin(BeetsPlugin):
     # -- configuration ------------------------------------------------------------------------
 
     def _settings(self) -> ChoiceSettings:
+        from app.library.choice import ChoiceSettings
+
         threshold = self.config["threshold"].get()
         taxonomy = self.config["taxonomy"].get()
         settings = ChoiceSettings(
@@ -154,6 +158,8 @@ class MusicTaggerPlugin(BeetsPlugin):
         return self._scorer
 
     def _chooser(self) -> Chooser:
+        from app.library.choice import Chooser
+
         scorer = self._scorer_now()
         return Chooser(scorer.model_id, scorer.tags, scorer.thresholds, self._settings())
 
@@ -186,7 +192,7 @@ class MusicTaggerPlugin(BeetsPlugin):
         items = list(lib.items(arguments))
         try:
             failed = self.tag_items(lib, items, force=force, write=write)
-        except (ScorerError, ChoiceError) as error:
+        except (ScorerError, ValueError) as error:  # ChoiceError is a ValueError
             raise UserError(f"musictagger: {error}") from error
         if failed:
             raise UserError(f"musictagger: {failed} of {len(items)} items failed (see above)")
@@ -195,7 +201,7 @@ class MusicTaggerPlugin(BeetsPlugin):
         items = list(task.imported_items())
         try:
             self.tag_items(session.lib, items, force=False, write=self.config["write"].get(bool))
-        except (ScorerError, ChoiceError) as error:
+        except (ScorerError, ValueError) as error:
             self._log.error("{}", error)
 
     # -- tagging ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import mutagen
 from mutagen.flac import FLAC
@@ -47,7 +47,8 @@ from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
-from app.library.choice import Choice
+if TYPE_CHECKING:  # choosing needs torch; reading and writing tags does not
+    from app.library.choice import Choice
 
 GENRE = "genre"
 MOOD = "mood"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.library.choice import Choice, Chooser, ChoiceSettings
+from app.library.choice import Choice, ChoiceSettings, Chooser
 from model.tags import TWO_VOCABULARY_TAGS
 from tests.app.library.music import FORMATS, STYLES, make_file
 

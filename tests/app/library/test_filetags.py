@@ -81,7 +81,8 @@ def test_merge_writes_genres_moods_and_the_record_where_players_read_them(
     record = tags["record"]
     assert record["model_id"] == MODEL_ID
     assert record["written"] == {"genre": ["rock", "electronic"], "mood": ["happy", "chill"]}
-    assert len(record["scores"]) == 100 and record["scores"]["msd/happy"] == 0.64
+    assert len(record["scores"]) == 100
+    assert record["scores"]["msd/happy"] == 0.64
     assert [c.name for c in plan.changes] == ["genre", "mood"]
     # Nothing lost: the compressed audio and the decoded samples are exactly what they were.
     assert audio_packets(path) == packets
@@ -107,7 +108,8 @@ def test_strip_removes_exactly_what_was_written(copies: dict[str, Path], fmt: st
 
     plan = strip_tags(path)
 
-    assert plan is not None and plan.record is None
+    assert plan is not None
+    assert plan.record is None
     after = read_raw(path)
     assert (
         after == before == {"genre": ["Game"], "mood": [], "record": None, "title": after["title"]}
