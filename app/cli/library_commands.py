@@ -191,8 +191,7 @@ def _write(args: argparse.Namespace) -> int:
     for path in listing.files:  # tag reading is cheap: refuse bad files before decoding them
         try:
             state = read_state(path)
-            if not args.dry_run:
-                check_writable(path)
+            check_writable(path)  # a dry run predicts this failure too
         except FileTagError as error:
             tally.fail(path, str(error))
             continue

@@ -4,8 +4,8 @@ out), `tagger write-tags` (tags into the files) and the beets plugin (`beet impo
 it, process start and model loading included; the folder is a fresh copy for each, so nothing
 is skipped.
 
-    .venv/bin/python scripts/bench/library_tags.py                # up to 24 fetched tracks of at most 3 min
-    .venv/bin/python scripts/bench/library_tags.py --tracks 8     # a quicker look
+    .venv/bin/python scripts/bench/library_tags.py             # up to 24 tracks of <= 3 min
+    .venv/bin/python scripts/bench/library_tags.py --tracks 8  # a quicker look
 
 Needs the fetched music (data/music, as the tests fetch it) and the beets extra. Prints
 markdown (docs/library-tags.md has the figures).

@@ -17,8 +17,7 @@ import pytest
 
 from app.cli.main import main
 from tests.app.library.music import decoded
-from tests.app.library.test_filetags import read_raw
-from tests.app.library.test_write_tags_cli import DEFAULT_MODEL
+from tests.app.library.readback import DEFAULT_MODEL, read_raw
 from tests.app.servers import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -181,3 +180,10 @@ def test_a_running_service_tags_the_items(
     # An MTT-only model fills only the AcousticBrainz fields it has tags for.
     assert beet.paths("mood_happy::.") == set()
     assert beet.paths("danceable::.") == {"techno.mp3", "metal.ogg"}
+    # An item whose file is gone: a message naming it, the others still tagged, exit code 1.
+    (music / "metal.ogg").unlink()
+    result = beet("musictagger", "--force")
+    assert result.returncode == 1
+    assert "metal.ogg" in result.stderr
+    assert "cannot read the file" in result.stderr
+    assert "1 of 2 items failed" in result.stderr

@@ -17,48 +17,15 @@ from typing import Any
 import mutagen
 import numpy as np
 import pytest
-from mutagen.id3 import ID3
-from mutagen.mp4 import MP4
 
 from app.library import filetags
 from app.library.filetags import FileTagError, UnsupportedFileError, strip_tags, write_tags
 from tests.app.audio import encode
 from tests.app.library.conftest import MODEL_ID, stated_choice
 from tests.app.library.music import FORMATS, audio_packets, decoded
+from tests.app.library.readback import read_raw
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def read_raw(path: Path) -> dict[str, Any]:
-    """genre, mood, record (parsed) and title, read with mutagen's own classes per format."""
-    if path.suffix == ".mp3":
-        tags = ID3(path)
-        assert tags.version == (2, 4, 0)
-        record = tags.getall("TXXX:MUSIC_TAGGER")
-        return {
-            "genre": [str(t) for f in tags.getall("TCON") for t in f.text],
-            "mood": [str(t) for f in tags.getall("TMOO") for t in f.text],
-            "record": json.loads(record[0].text[0]) if record else None,
-            "title": str(tags["TIT2"].text[0]),
-        }
-    if path.suffix == ".m4a":
-        atoms = MP4(path).tags
-        assert atoms is not None
-        record = atoms.get("----:com.apple.iTunes:MUSIC_TAGGER")
-        return {
-            "genre": list(atoms.get("\xa9gen", [])),
-            "mood": [bytes(v).decode() for v in atoms.get("----:com.apple.iTunes:MOOD", [])],
-            "record": json.loads(bytes(record[0]).decode()) if record else None,
-            "title": atoms["\xa9nam"][0],
-        }
-    comments = mutagen.File(path).tags  # FLAC, Ogg Vorbis, Opus: Vorbis comments
-    record = comments.get("MUSIC_TAGGER")
-    return {
-        "genre": list(comments.get("GENRE", [])),
-        "mood": list(comments.get("MOOD", [])),
-        "record": json.loads(record[0]) if record else None,
-        "title": comments["TITLE"][0],
-    }
 
 
 def no_temporary_files(folder: Path) -> bool:
@@ -180,12 +147,12 @@ def test_a_failure_in_the_middle_of_the_write_leaves_the_original(
 FULL_DISK_SCRIPT = """
 import json, shutil, sys
 from pathlib import Path
-from app.library.filetags import FileTagError, write_tags
-from tests.app.library.conftest import stated_choice
-source, disk = Path(sys.argv[1]), Path(sys.argv[2])
+from app.library.filetags import FileTagError, Plan, apply
+source, disk, planned = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+plan = Plan({k: tuple(v) for k, v in planned["fields"].items()}, planned["record"])
 target = Path(shutil.copy(source, disk / source.name))
 try:
-    write_tags(target, stated_choice())
+    apply(target, plan)
     outcome = "written"
 except FileTagError as error:
     outcome = str(error)
@@ -230,12 +197,26 @@ def test_a_full_disk_leaves_the_original(
     disk.mkdir()
     script = tmp_path / "full_disk.py"
     script.write_text(textwrap.dedent(FULL_DISK_SCRIPT))
+    # The plan is made here: the process on the small disk only writes (and imports no torch).
+    plan = filetags.plan_write(filetags.read_state(source), stated_choice())
+    planned = json.dumps({"fields": plan.fields, "record": plan.record})
     command = (
-        f"mount -t tmpfs -o size={pages_free * 4096} tmpfs {disk} && "
-        f"{sys.executable} {script} {source} {disk}"
+        f'mount -t tmpfs -o size={pages_free * 4096} tmpfs "$1" && exec "$2" "$3" "$4" "$1" "$5"'
     )
     result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", command],
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            command,
+            "sh",
+            str(disk),
+            sys.executable,
+            str(script),
+            str(source),
+            planned,
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -3,7 +3,6 @@ music in every format, with bad files among them (app/cli/library_commands.py)."
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,12 +12,8 @@ import pytest
 from app.cli.main import main
 from tests.app.audio import encode
 from tests.app.library.music import audio_packets, decoded
-from tests.app.library.test_filetags import read_raw
+from tests.app.library.readback import DEFAULT_MODEL, read_raw
 
-ROOT = Path(__file__).resolve().parents[3]
-# The bundled default model's id: its preset and the first 12 hex digits of the file's SHA-256.
-DEFAULT_WEIGHTS = ROOT / "model" / "weights" / "default.safetensors"
-DEFAULT_MODEL = "q2l-small@" + hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()[:12]
 # What the default model finds in the excerpts (tests/app/library/music.py), as genres.
 EXPECTED_GENRES = {
     "metal.ogg": ["Game", "rock", "metal"],
