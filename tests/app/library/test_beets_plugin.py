@@ -187,3 +187,17 @@ def test_a_running_service_tags_the_items(
     assert "metal.ogg" in result.stderr
     assert "cannot read the file" in result.stderr
     assert "1 of 2 items failed" in result.stderr
+
+
+def test_beet_import_reads_what_tagger_write_tags_wrote(
+    tmp_path: Path, pristine: dict[str, Path]
+) -> None:
+    music = music_folder(tmp_path / "in", pristine, ("opus",))
+    # A low threshold, so that moods are written too (the default model rarely passes its own).
+    assert main(["write-tags", str(music), "--threshold", "0.02", "--no-progress"]) == 0
+    written = read_raw(music / "techno.opus")
+    assert written["mood"]
+    beet = Beets(tmp_path, {})
+    beet.ok("import", "-A", "-q", str(music))
+    assert beet.ok("ls", "-f", "$mood").strip() == "; ".join(written["mood"])
+    assert json.loads(beet.ok("ls", "-f", "$tagger_record").strip()) == written["record"]
