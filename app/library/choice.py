@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -115,13 +116,9 @@ class Chooser:
         except ValueError as error:
             raise ChoiceError(str(error)) from error
 
-    @property
-    def _vocabulary(self) -> Vocabulary:
-        return Vocabulary(self.tags)
-
-    @property
+    @cached_property  # cached_property writes the instance's __dict__: fine when frozen
     def _columns(self) -> tuple[int, ...]:
-        return self._vocabulary.select(self.settings.taxonomy)
+        return Vocabulary(self.tags).select(self.settings.taxonomy)
 
     @property
     def digest(self) -> str:
