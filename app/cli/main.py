@@ -1,6 +1,7 @@
 """The `tagger` command: `tagger serve` runs the service, `tagger tag` tags local files and
 folders, `tagger tags` prints the vocabulary, `tagger explain` draws a tag's evidence map,
-`tagger compile` builds the service's compiled graphs ahead of time.
+`tagger compile` builds the service's compiled graphs ahead of time, `tagger write-tags` and
+`tagger strip-tags` write tags into audio files' own metadata and take them out again.
 
 Settings come from `TAGGER_*` environment variables; command-line options override them.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli import catalog_commands, compile_command, explain_command
+from app.cli import catalog_commands, compile_command, explain_command, library_commands
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     catalog_commands.add_parsers(commands)  # tagger index, tagger similar
     explain_command.add_parser(commands)
     compile_command.add_parser(commands)
+    library_commands.add_parsers(commands)  # tagger write-tags, tagger strip-tags
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
@@ -323,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return explain_command.run(args)
     if args.command == "compile":
         return compile_command.run(args)
+    if args.command in library_commands.COMMANDS:
+        return library_commands.run(args)
     return tags(args)
 
 
