@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -317,24 +316,21 @@ def build_packages(
         # The example has 2 rows: export specialises a dimension whose example size is 1.
         batch_dim = torch.export.Dim("batch", min=1, max=largest)
         plans = [("batch-any.pt2", min(2, largest), {0: batch_dim})]
-    # Freezing folds batch norms into the convolutions and prepacks weights for oneDNN (and
-    # is what lowers int8 convolutions to oneDNN's int8 kernels); it chooses the convolutions'
-    # memory layout itself. Exported from channels-last weights, the frozen graph of torch 2.14
-    # computes wrong scores (off by 0.35, caught by the parity check below), so it is exported
-    # from a contiguous copy.
-    configs: dict[str, Any] = {"freezing": True}
-    if key.precision == "int8":
-        # With the int8 convolutions' layouts optimised too, torch 2.14's freezing pass makes
-        # a strided view in the decoder fail to compile ("Cannot view a tensor with shape
-        # [2, 50, 256] and strides (256, 512, 1)"); the int8 kernels keep their own layouts.
-        configs["layout_optimization"] = False
-    exportable = copy.deepcopy(forward).to(memory_format=torch.contiguous_format).eval()
+    # Freezing (constant weights: batch norms folded into the convolutions, weights prepacked
+    # for oneDNN) is what lowers int8 convolutions to oneDNN's int8 kernels, so int8 needs it;
+    # without layout optimisation, since with it torch 2.14 fails to compile a strided view in
+    # the decoder. Float graphs are built without it: in torch 2.14 a frozen bf16 graph fails
+    # at run time in a fused convolution ("Unsupported datatype for add_relu: BFloat16"), and
+    # a frozen fp32 graph exported from channels-last weights computed wrong scores (off by
+    # 0.35); both were caught by the parity check below.
+    int8 = key.precision == "int8"
+    configs: dict[str, Any] = {"freezing": True, "layout_optimization": False} if int8 else {}
     for name, batch, dynamic in plans:
         example = 0.1 * torch.randn(batch, window_samples, generator=generator)
         example = example.to(device)
         with torch.no_grad():
             exported = torch.export.export(
-                exportable, (example,), dynamic_shapes=(dynamic,) if dynamic else None
+                forward, (example,), dynamic_shapes=(dynamic,) if dynamic else None
             )
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=str(folder / name), inductor_configs=configs
