@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from model.base import TaggingModel
+from model.checkpoint import file_sha256
 
 logger = logging.getLogger("model.compiled")
 
@@ -198,14 +199,6 @@ class Artifact:
 # ----- the cache -------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class CompileCache:
     """A folder of artifacts, one directory per `ArtifactKey` digest."""
 
@@ -234,7 +227,7 @@ class CompileCache:
             path = entry / name
             if not path.is_file():
                 return f"{name} is missing"
-            if _file_sha256(path) != sha256:
+            if file_sha256(path) != sha256:
                 return f"{name} does not match its manifest (corrupt or modified)"
         return None
 
@@ -264,7 +257,7 @@ class CompileCache:
         try:
             extra = build(staging)
             packages = {
-                path.name: _file_sha256(path) for path in sorted(staging.glob("batch-*.pt2"))
+                path.name: file_sha256(path) for path in sorted(staging.glob("batch-*.pt2"))
             }
             if not packages:
                 raise CompileError("the build wrote no package")
