@@ -1,5 +1,6 @@
 """`tagger compile`: builds the service's artifact into the compile cache ahead of time, finds
-it there the second time, and refuses bad input with exit status 2."""
+it there the second time, and refuses bad input with exit status 2. (A damaged entry is
+rebuilt, never loaded: tests/model/test_compiled.py.)"""
 
 from __future__ import annotations
 
@@ -38,14 +39,6 @@ def test_compile_builds_once_then_finds_the_artifact(tmp_path: Path) -> None:
     second = tagger(*args, "--cache-dir", str(cache), "--json")
     assert second.returncode == 0, second.stderr[-2000:]
     assert json.loads(second.stdout)["origin"] == "cache"
-
-    # A damaged package is rebuilt, never used.
-    package = entry / "batch-any.pt2"
-    package.write_bytes(package.read_bytes()[:-100])
-    third = tagger(*args, "--cache-dir", str(cache), "--json")
-    assert third.returncode == 0, third.stderr[-2000:]
-    assert json.loads(third.stdout)["origin"] == "built"
-    assert "does not match its manifest" in third.stderr
 
 
 def test_compile_refuses_a_missing_checkpoint(tmp_path: Path) -> None:
