@@ -231,6 +231,9 @@ class Execution:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                # Its own session: a Ctrl-C or a signal to the service's process group is the
+                # service's to handle; `stop` ends the build with it.
+                start_new_session=True,
             )
         _, errors = self._build.communicate()
         if self._build.returncode != 0:
