@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli import catalog_commands, explain_command
+from app.cli import catalog_commands, explain_command, teach_command
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tag_parser(commands)
     catalog_commands.add_parsers(commands)  # tagger index, tagger similar
     explain_command.add_parser(commands)
+    teach_command.add_parsers(commands)  # tagger teach, tagger retrain
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
@@ -111,6 +112,11 @@ def _add_tag_parser(commands: Any) -> None:
         "--synonyms", choices=["one", "all"],
         help="one: each synonym group once in the top tags, by its best member; all: every tag "
         "(default: one for a multi-vocabulary model, all otherwise)",
+    )  # fmt: skip
+    tag.add_argument(
+        "--tag-sets", nargs="+", type=Path, metavar="PATH",
+        help="tag set files or folders whose taught tags are added to the model's "
+        "(TAGGER_TAG_SETS; see docs/custom-tags.md)",
     )  # fmt: skip
     tag.add_argument(
         "--embedding", action="store_true",
@@ -319,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "explain":
         return explain_command.run(args)
+    if args.command in ("teach", "retrain"):
+        warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+        run = teach_command.run_teach if args.command == "teach" else teach_command.run_retrain
+        return run(args)
     return tags(args)
 
 
