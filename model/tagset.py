@@ -292,7 +292,10 @@ class TaggedModel(Query2Label):
 
     def __init__(self, base: Query2Label, tag_sets: Sequence[TagSet]) -> None:
         super().__init__(base.config)
-        self.load_state_dict(base.state_dict(), strict=True)
+        # The base's own modules, not copies: the same weight tensors give the same kernels
+        # (a copy differs by float rounding in oneDNN's convolutions, about 1e-6).
+        for name, module in base.named_children():
+            setattr(self, name, module)
         tags = [tag for tag_set in tag_sets for tag in tag_set.tags]
 
         def _stack(name: str) -> Tensor:

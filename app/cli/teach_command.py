@@ -73,6 +73,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
     parser.add_argument("--seed", type=int, default=0, help="folds and training seed (0)")
     parser.add_argument(
+        "--query-steps", type=int, metavar="N",
+        help="training steps of each new query (default: 150, app.teach.fit.FitConfig)",
+    )  # fmt: skip
+    parser.add_argument(
         "--cache", type=Path,
         help="where the frozen model's per-window output is kept (default: "
         "$XDG_CACHE_HOME/music-tagger/teach)",
@@ -220,12 +224,15 @@ def _teach(
     from tqdm import tqdm
 
     from app.teach.features import FeatureCache
+    from app.teach.fit import FitConfig
     from app.teach.teach import TeachConfig, TeachError, teach
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.tagset import save_tag_set
 
     if args.folds < 2:
         return _refuse([f"--folds must be at least 2, got {args.folds}"])
+    if args.query_steps is not None and args.query_steps < 1:
+        return _refuse([f"--query-steps must be at least 1, got {args.query_steps}"])
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -234,7 +241,10 @@ def _teach(
     except (CheckpointError, ValueError) as error:
         return _refuse([str(error)])
     config = TeachConfig(
-        folds=args.folds, seed=args.seed, others_are_negatives=others_are_negatives
+        folds=args.folds,
+        seed=args.seed,
+        others_are_negatives=others_are_negatives,
+        fit=FitConfig() if args.query_steps is None else FitConfig(query_steps=args.query_steps),
     )
     tags = examples.tags
     _say(

@@ -81,8 +81,11 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
+    def entry(self, sha256: str) -> Path:
+        return self.folder / f"{sha256}.safetensors"
+
     def load(self, path: str, sha256: str) -> FileFeatures:
-        cached = self.folder / f"{sha256}.safetensors"
+        cached = self.entry(sha256)
         if cached.is_file():
             try:
                 tensors = load_file(str(cached))
@@ -90,21 +93,29 @@ class FeatureCache:
                 return FileFeatures(tensors["memory"], tensors["embedding"])
             except Exception:  # a damaged cache entry is recomputed, never trusted
                 cached.unlink(missing_ok=True)
-        features = self._compute(path)
+        audio = decode_audio(path, sample_rate=self.sample_rate)
+        features = self.compute(self.windows_of(torch.from_numpy(audio.samples)))
+        self.store(sha256, features)
+        return features
+
+    def store(self, sha256: str, features: FileFeatures) -> None:
         self.misses += 1
+        cached = self.entry(sha256)
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
         save_file({"memory": features.memory, "embedding": features.embedding}, str(partial))
-        partial.replace(cached)
-        return features
+        partial.replace(cached)  # readers never see half an entry
 
-    @torch.inference_mode()
-    def _compute(self, path: str) -> FileFeatures:
-        audio = decode_audio(path, sample_rate=self.sample_rate)
-        windows = split_windows(torch.from_numpy(audio.samples), self.window)
+    def windows_of(self, samples: torch.Tensor) -> torch.Tensor:
+        """The (at most `max_windows`, evenly spaced) tagging windows of a waveform (T,)."""
+        windows = split_windows(samples, self.window)
         if len(windows) > self.max_windows:
             keep = torch.linspace(0, len(windows) - 1, self.max_windows).round().long()
             windows = windows[keep]
+        return windows
+
+    @torch.inference_mode()
+    def compute(self, windows: torch.Tensor) -> FileFeatures:
         memories, embeddings = [], []
         for start in range(0, len(windows), self.batch_windows):
             memory, _, pooled = self.model.memory_and_embedding(
