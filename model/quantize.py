@@ -31,6 +31,7 @@ Preparing int8 at start-up then needs no audio: export, load the observers, conv
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -138,6 +139,16 @@ class Int8Recipe:
 
     observers: Mapping[str, Tensor]
     fp32_modules: tuple[str, ...] = ()
+
+
+def recipe_digest(recipe: Int8Recipe) -> str:
+    """sha256 of a recipe's observer state and fp32 modules (part of a compiled graph's key)."""
+    digest = hashlib.sha256(json.dumps(list(recipe.fp32_modules)).encode())
+    for name, value in sorted(recipe.observers.items()):
+        tensor = value.detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -316,16 +327,6 @@ class _PerBatch(nn.Module):
     def forward(self, mel: Tensor) -> Tensor:
         return self.graphs[str(mel.shape[0])](mel)  # (B, ...) -> (B, ...), int8 inside
 
-    def compile(self) -> None:
-        """Compile each int8 graph with inductor (frozen weights: oneDNN's prepacked int8
-        kernels). The rest of the model stays eager: compiled together with the transformer,
-        inductor 2.14 fails on the embedding path's strides."""
-        # torchao's int8 lowering reads the global flag; the per-compile option alone leaves
-        # oneDNN's weight-prepack op in the graph.
-        torch._inductor.config.freezing = True
-        for name in list(self.graphs):
-            self.graphs[name] = torch.compile(self.graphs[name], dynamic=False)  # type: ignore[assignment]
-
 
 def _observer_state(prepared: dict[str, nn.Module]) -> dict[str, Tensor]:
     return {
@@ -357,8 +358,8 @@ def quantize_model(
     model: TaggingModel, recipe: Int8Recipe, batch_sizes: tuple[int, ...]
 ) -> TaggingModel:
     """A copy of `model` whose convolutions (but `recipe.fp32_modules`) are int8 graphs, one per
-    part and batch size in `batch_sizes` (compile it to make it fast; other batch sizes raise
-    KeyError).
+    part and batch size in `batch_sizes` (compile it to make it fast: `model.compiled`; other
+    batch sizes raise KeyError).
 
     Raises:
         CalibrationError: the observers do not fit this model's graph (another checkpoint's

@@ -7,18 +7,20 @@ A `Runtime` wraps a model for inference and makes three choices, each of which c
   else. The mel front end always stays fp32 (see `model.frontend`), and scores come back fp32.
 - memory format: channels-last for the convolutions, which oneDNN and cuDNN run faster in both
   fp32 and bf16.
-- compilation: `torch.compile` (inductor, with frozen weights so batch norms fold into the
-  convolutions), one graph per batch shape. On CUDA the graphs are also captured as CUDA graphs,
-  which removes the per-kernel launch cost that dominates at small batches.
+- compilation: an AOTInductor package (inductor, with frozen weights so batch norms fold into
+  the convolutions and weights are prepacked), exported with a dynamic batch dimension so one
+  artifact serves every batch size. It is built ahead of time, in a process that serves
+  nothing meanwhile, and cached by everything it depends on (`model.compiled`); a serving
+  process only loads it, so it never traces while it computes (see app/service/execution.py).
 
 The runtime only ever calls the model with the batch sizes in `shapes` (powers of two up to a
-cap), splitting larger inputs into such chunks, so `warm_up` can compile every graph before the
-first real request arrives. On a CPU, per-window cost stops falling beyond a batch of about 8
-windows while compile time grows with every shape, hence the smaller CPU cap.
+cap), splitting larger inputs into such chunks, so `warm_up` runs every shape before the first
+real request arrives. On a CPU, per-window cost stops falling beyond a batch of about 8
+windows, hence the smaller CPU cap.
 
-With `compile="auto"`, a compilation failure during warm-up (for example a host without a C++
-compiler, which inductor needs on CPU) falls back to eager execution with a logged warning;
-`compile="on"` makes it an error.
+With `compile="auto"`, a compilation failure (for example a host without a C++ compiler, which
+inductor needs on CPU) falls back to eager execution with a logged warning; `compile="on"`
+makes it an error.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from model.base import TaggingModel
 from model.embedding import scores_and_embedding_rows
 
 if TYPE_CHECKING:
+    from model.compiled import Artifact, ArtifactKey, CompileCache
     from model.quantize import Int8Calibration, Int8Recipe
 
 logger = logging.getLogger("model.runtime")
@@ -238,6 +242,49 @@ class RuntimeOptions:
             raise ValueError(f"max_chunk must be >= 0, got {self.max_chunk}")
 
 
+def precision_name(dtype: torch.dtype | None, *, int8: bool = False) -> str:
+    """fp32, bf16, fp16 or int8: how a runtime computes."""
+    if int8:
+        return "int8"
+    return "fp32" if dtype is None else {torch.bfloat16: "bf16"}.get(dtype, "fp16")
+
+
+def artifact_key(
+    model: TaggingModel,
+    device: torch.device,
+    options: RuntimeOptions,
+    shapes: tuple[int, ...],
+    *,
+    int8_recipe: Int8Recipe | None = None,
+    model_sha256: str | None = None,
+) -> ArtifactKey:
+    """The key of the compiled artifact that runs `model` with `options` (`model.compiled`).
+
+    `model_sha256` saves hashing the weights again when the caller knows the digest.
+    """
+    from model.compiled import ArtifactKey, code_digest, device_signature, model_digest
+
+    int8 = options.precision == "int8"
+    int8_sha256 = ""
+    if int8:
+        if int8_recipe is None:
+            raise ValueError("an int8 artifact needs the checkpoint's int8 recipe")
+        from model.quantize import recipe_digest
+
+        int8_sha256 = recipe_digest(int8_recipe)
+    return ArtifactKey(
+        model_sha256=model_sha256 or model_digest(model),
+        code_sha256=code_digest(),
+        torch_version=torch.__version__,
+        device=device_signature(device),
+        precision=precision_name(resolve_precision(options.precision, device), int8=int8),
+        channels_last=options.channels_last,
+        embeddings=options.embeddings,
+        shapes=shapes,
+        int8_sha256=int8_sha256,
+    )
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     """What a runtime actually does, for `/model`, metrics and logs."""
@@ -249,6 +296,31 @@ class RuntimeInfo:
     compile_error: str | None
     shapes: tuple[int, ...]
     warmup_seconds: float | None
+    artifact: str | None = None
+    """Which compiled artifact runs and where it came from (`model.compiled.Artifact`)."""
+
+
+class ServingForward(nn.Module):
+    """The computation a runtime serves, as one module: windows in, rows out.
+
+    It is what runs eagerly and what `model.compiled` exports and compiles, so both paths
+    compute the same thing: autocast around the network (the mel front end stays fp32 inside
+    it), sigmoid in fp32, and the embedding after the scores when asked for.
+    """
+
+    def __init__(self, model: TaggingModel, dtype: torch.dtype | None, embeddings: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.embeddings = embeddings
+
+    def forward(self, windows: Tensor) -> Tensor:
+        # (N, window_samples) -> (N, n_classes [+ embedding_dim]) float32
+        device_type = windows.device.type
+        with torch.autocast(device_type, dtype=self.dtype, enabled=self.dtype is not None):
+            if self.embeddings:
+                return scores_and_embedding_rows(*self.model.forward_with_embedding(windows))
+            return torch.sigmoid(self.model(windows).float())
 
 
 class Runtime:
@@ -263,10 +335,16 @@ class Runtime:
         int8_recipe: With precision "int8": the calibration's observer state and the modules
             that stay fp32 (`model.quantize.Int8Recipe`); the runtime quantises the model's
             convolutions with it.
+        cache: Where compiled artifacts are looked up and stored (`model.compiled`); None:
+            the default cache folder.
 
     Calling it: (N, window_samples) float32 windows, on the host or the device, for any N ->
     (N, n_classes) float32 probabilities on the CPU; with `options.embeddings`, (N, n_classes +
     embedding_dim) rows of probabilities and embedding (`model.embedding.split_rows` cuts them).
+
+    It runs eagerly until a compiled artifact is adopted: `warm_up` finds or builds one in this
+    process (the CLI, before it tags anything); the service builds it in a child process and
+    hands it to `adopt` (app/service/execution.py), so nothing is ever traced while it serves.
     """
 
     def __init__(
@@ -277,35 +355,44 @@ class Runtime:
         *,
         max_batch: int = 64,
         int8_recipe: Int8Recipe | None = None,
+        cache: CompileCache | None = None,
     ) -> None:
+        from model.compiled import CompileCache
+
         self.options = options or RuntimeOptions()
         self.device = device
         self.dtype = resolve_precision(self.options.precision, device)
         self.int8 = self.options.precision == "int8"
+        self._int8_recipe = int8_recipe
         if self.int8:
             if device.type != "cpu" or int8_recipe is None:
                 raise ValueError("int8 runs on a CPU and needs the checkpoint's calibration")
             if self.options.compile == "off":
                 raise ValueError("int8 needs compilation (a quantised graph is slow eagerly)")
             from model.quantize import quantize_model
-        cap = self.options.max_chunk or (CPU_MAX_CHUNK if device.type == "cpu" else max_batch)
-        self.shapes = batch_shapes(min(cap, max_batch))
+        self.shapes = batch_shapes(self.chunk_cap(self.options, device, max_batch))
+        self.cache = cache if cache is not None else CompileCache()
+        self._model_sha256 = ""  # of the float model, before int8 conversion (see `key`)
         if self.int8 and int8_recipe is not None:
+            from model.compiled import model_digest
+
+            self._model_sha256 = model_digest(model)
             model = quantize_model(model.to(device).eval(), int8_recipe, self.shapes)
         self.model = model.to(device).eval()
         if self.options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.serving = ServingForward(self.model, self.dtype, self.options.embeddings).eval()
         self.compile_error: str | None = None
         self.warmup_seconds: float | None = None
-        self._compiled = self.options.compile != "off"
-        self._forward: Forward = self._eager_forward
-        if self._compiled and self.int8:
-            # Only the int8 graphs are compiled (model.quantize._PerBatch.compile).
-            for module in self.model.modules():
-                if hasattr(module, "graphs"):
-                    module.compile()
-        elif self._compiled:
-            self._forward = self._compile(self._eager_forward)
+        self.artifact: Artifact | None = None
+        self._forward: Forward = self.serving
+        self._key: ArtifactKey | None = None
+
+    @staticmethod
+    def chunk_cap(options: RuntimeOptions, device: torch.device, max_batch: int) -> int:
+        """The largest batch a runtime with `options` calls the model with."""
+        cap = options.max_chunk or (CPU_MAX_CHUNK if device.type == "cpu" else max_batch)
+        return min(cap, max_batch)
 
     @property
     def window_samples(self) -> int:
@@ -321,28 +408,64 @@ class Runtime:
         extra = self.model.embedding_dim if self.options.embeddings else 0
         return self.n_classes + extra
 
-    def _eager_forward(self, windows: Tensor) -> Tensor:
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            if self.options.embeddings:
-                return scores_and_embedding_rows(*self.model.forward_with_embedding(windows))
-            return torch.sigmoid(self.model(windows).float())
+    @property
+    def key(self) -> ArtifactKey:
+        """What this runtime's compiled artifact is keyed by (computed once)."""
+        if self._key is None:
+            self._key = artifact_key(
+                self.model,
+                self.device,
+                self.options,
+                self.shapes,
+                int8_recipe=self._int8_recipe,
+                model_sha256=self._model_sha256 or None,
+            )
+        return self._key
 
-    def _compile(self, forward: Forward) -> Forward:
-        # Freezing turns weights into constants, so inductor folds the batch norms into the
-        # convolutions and prepacks the weights for oneDNN. CUDA graphs replay the whole forward
-        # with one launch; every shape is fixed, which is what they need.
-        # Each runtime adds one graph per shape to the cache of the same function; past the
-        # recompile limit dynamo would quietly run it eagerly instead.
-        limit = torch._dynamo.config.recompile_limit
-        torch._dynamo.config.recompile_limit = max(limit, 64)
-        # Not with embeddings: inductor's freezing pass (torch 2.14) then fails on the decoder
-        # ("Cannot view a tensor ... as a tensor with shape"); the graph compiles without it.
-        freezing = not self.options.embeddings
-        options: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": freezing}
-        if self.device.type == "cuda":
-            options["triton.cudagraphs"] = True
-        compiled: Forward = torch.compile(forward, dynamic=False, options=options)
-        return compiled
+    @property
+    def parity_tolerance(self) -> float:
+        """How far a compiled graph may be from this runtime's eager scores."""
+        return 1e-3 if self.dtype is None and not self.int8 else 0.05
+
+    def build(self) -> Path:
+        """Compile this runtime's artifact into the cache, in this process; returns its entry.
+
+        Only for a process that serves nothing meanwhile (the CLI, `tagger compile`, the
+        service's build process): building traces with dynamo.
+        """
+        from model.compiled import build_packages
+
+        key = self.key
+        logger.info("compiling %s into %s", key.describe(), self.cache.root)
+        return self.cache.store(
+            key,
+            lambda folder: build_packages(
+                self.serving,
+                key,
+                self.window_samples,
+                folder,
+                device=self.device,
+                tolerance=self.parity_tolerance,
+            ),
+        )
+
+    def adopt(self, artifact: Artifact) -> None:
+        """Run `artifact` from the next call on (one attribute assignment: a call runs wholly
+        on one path). It must compute this runtime's model, rows and batch shapes; its
+        precision may differ (the service's int8 artifact replaces a bf16 eager path)."""
+        mine, theirs = self.key, artifact.key
+        interface = ("model_sha256", "embeddings", "shapes", "code_sha256", "device")
+        if any(getattr(mine, name) != getattr(theirs, name) for name in interface):
+            raise ValueError(f"artifact {artifact.path.name} was built for another model or device")
+        self.artifact = artifact
+        self.compile_error = None
+        self._forward = artifact
+
+    def fall_back(self, error: str) -> None:
+        """Run eagerly, keeping why compilation did not happen (for `/model` and the log)."""
+        self.compile_error = error
+        self.artifact = None
+        self._forward = self.serving
 
     @torch.inference_mode()
     def __call__(self, windows: Tensor) -> Tensor:
@@ -370,50 +493,61 @@ class Runtime:
 
     def _run(self, chunk: Tensor) -> Tensor:
         chunk = chunk.to(self.device, dtype=torch.float32, non_blocking=True)
-        if self._compiled and self.device.type == "cuda":
-            # A new CUDA-graph step: the previous replay's outputs were already copied out.
-            torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
         scores = self._forward(chunk)
         return scores.to("cpu", non_blocking=False)
 
+    def load_or_build(self) -> Artifact:
+        """The cached artifact for this runtime, built here first if it is missing or unusable."""
+        from model.compiled import CompileError
+
+        problem = self.cache.problem(self.key)
+        if problem is None:
+            try:
+                return self.cache.load(self.key)
+            except (CompileError, RuntimeError) as error:
+                problem = str(error)
+        if problem != "missing":
+            logger.warning("rebuilding compiled artifact %s: %s", self.key.digest, problem)
+            self.cache.discard(self.key)
+        self.build()
+        return self.cache.load(self.key, origin="built")
+
     def warm_up(self) -> float:
-        """Run (and compile) every batch shape once; returns the seconds it took.
+        """Find or build the compiled artifact (unless compile is off), then run every batch
+        shape once; returns the seconds it took.
 
         With `compile="auto"`, a failure to compile switches to eager execution and is kept in
         `compile_error`; with `compile="on"` it is raised.
         """
         started = time.monotonic()
-        generator = torch.Generator().manual_seed(0)
-        for shape in self.shapes:
-            windows = 0.1 * torch.randn(shape, self.window_samples, generator=generator)
+        if self.options.compile != "off" and self.artifact is None:
             try:
-                self(windows)
+                self.adopt(self.load_or_build())
             except Exception as error:
                 # An int8 graph that did not compile is not worth running eagerly: raise, so
                 # that the caller keeps its other runtime.
-                if not (self._compiled and self.options.compile == "auto") or self.int8:
+                if self.options.compile == "on" or self.int8:
                     raise
-                self.compile_error = f"{type(error).__name__}: {str(error)[:500]}"
+                self.fall_back(f"{type(error).__name__}: {str(error)[:500]}")
                 logger.warning("compilation failed, running eagerly: %s", self.compile_error)
-                self._compiled = False
-                self._forward = self._eager_forward
-                return self.warm_up()
+        generator = torch.Generator().manual_seed(0)
+        for shape in self.shapes:
+            self(0.1 * torch.randn(shape, self.window_samples, generator=generator))
         self.warmup_seconds = time.monotonic() - started
         logger.info("warmed up batch shapes %s in %.1f s", list(self.shapes), self.warmup_seconds)
         return self.warmup_seconds
 
     def info(self) -> RuntimeInfo:
-        dtype = self.dtype
+        precision = precision_name(self.dtype, int8=self.int8)
+        if self.artifact is not None:
+            precision = self.artifact.key.precision
         return RuntimeInfo(
             device=str(self.device),
-            precision="int8"
-            if self.int8
-            else "fp32"
-            if dtype is None
-            else {torch.bfloat16: "bf16"}.get(dtype, "fp16"),
+            precision=precision,
             channels_last=self.options.channels_last,
-            compiled=self._compiled,
+            compiled=self.artifact is not None,
             compile_error=self.compile_error,
             shapes=self.shapes,
             warmup_seconds=self.warmup_seconds,
+            artifact=None if self.artifact is None else self.artifact.describe(),
         )

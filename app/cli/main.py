@@ -1,5 +1,6 @@
 """The `tagger` command: `tagger serve` runs the service, `tagger tag` tags local files and
-folders, `tagger tags` prints the vocabulary, `tagger explain` draws a tag's evidence map.
+folders, `tagger tags` prints the vocabulary, `tagger explain` draws a tag's evidence map,
+`tagger compile` builds the service's compiled graphs ahead of time.
 
 Settings come from `TAGGER_*` environment variables; command-line options override them.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli import catalog_commands, explain_command, teach_command
+from app.cli import catalog_commands, compile_command, explain_command, teach_command
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tag_parser(commands)
     catalog_commands.add_parsers(commands)  # tagger index, tagger similar
     explain_command.add_parser(commands)
+    compile_command.add_parser(commands)
     teach_command.add_parsers(commands)  # tagger teach, tagger retrain
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
@@ -325,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "explain":
         return explain_command.run(args)
+    if args.command == "compile":
+        return compile_command.run(args)
     if args.command in ("teach", "retrain"):
         warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
         run = teach_command.run_teach if args.command == "teach" else teach_command.run_retrain

@@ -283,6 +283,7 @@ class Batcher:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self.warmup_error: str | None = None
+        self._batch_started: float | None = None  # monotonic start of the running model call
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -317,6 +318,12 @@ class Batcher:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def running_batch_seconds(self) -> float:
+        """How long the model call now running has taken so far (0 when none runs)."""
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
 
     @property
     def queued_windows(self) -> int:
@@ -451,11 +458,13 @@ class Batcher:
             offset += rows.shape[0]
         del windows
         started = time.monotonic()
+        self._batch_started = started
         try:
             scores = self._infer(batch)
             if scores.dim() != 2 or scores.shape[0] != size:
                 raise RuntimeError(f"the model returned {tuple(scores.shape)} for {size} windows")
         except Exception as error:
+            self._batch_started = None
             # Only the requests with windows in this batch fail; the worker keeps serving.
             logger.exception("a batch of %d windows failed", size, extra={"windows": size})
             if self._metrics:
@@ -467,6 +476,7 @@ class Batcher:
                         self._drop_queued_locked(job, "failed")
                         self._finish_locked(job, _State.FAILED, failure)
             return
+        self._batch_started = None
         elapsed = time.monotonic() - started
         if self._metrics:
             self._metrics.batch_compute.observe(elapsed)

@@ -38,6 +38,8 @@ def describe_model(service: TaggingService) -> ModelInfo:
             compile_error=runtime.compile_error or execution.compile_error,
             warmup_seconds=runtime.warmup_seconds,
             compile_seconds=execution.compile_seconds,
+            artifact=runtime.artifact,
+            compile_cache=None if execution.plan is None else str(execution.plan.cache.root),
             int8=service.int8.use,
             int8_reason=service.int8.decision.reason,
         ),

@@ -69,6 +69,7 @@ INTERNAL = ProblemKind("internal-error", 500, "Internal server error", "internal
 FETCH_FAILED = ProblemKind("fetch-failed", 502, "Could not fetch the URL", "fetch_error")
 QUEUE_FULL = ProblemKind("queue-full", 503, "Server busy", "queue_full")
 NOT_READY = ProblemKind("not-ready", 503, "Service not ready", "not_ready")
+UNHEALTHY = ProblemKind("unhealthy", 503, "Service unhealthy", "unhealthy")
 FETCH_TIMEOUT = ProblemKind("fetch-timeout", 504, "Fetching the URL timed out", "fetch_error")
 DEADLINE = ProblemKind("deadline-exceeded", 504, "Deadline exceeded", "deadline")
 
@@ -92,6 +93,7 @@ ALL_KINDS: tuple[ProblemKind, ...] = (
     FETCH_FAILED,
     QUEUE_FULL,
     NOT_READY,
+    UNHEALTHY,
     FETCH_TIMEOUT,
     DEADLINE,
 )

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from app.service.disconnect import cancel_on_disconnect
 from app.service.explaining import ExplainOptions
 from app.service.metrics import CONTENT_TYPE, Metrics
-from app.service.problems import NOT_READY, PROBLEM_JSON, ProblemError
+from app.service.problems import NOT_READY, PROBLEM_JSON, UNHEALTHY, ProblemError
 from app.service.schemas import (
     SYNONYMS_PARAMETER,
     TAXONOMY_PARAMETER,
@@ -163,8 +163,17 @@ async def model_info(service: Service) -> ModelInfo:
     return service.model_info()
 
 
-@router.get("/healthz", summary="Liveness: the process answers", response_model=Health)
-async def healthz() -> Health:
+@router.get(
+    "/healthz",
+    summary="Liveness: the process answers and its batcher is not stuck",
+    response_model=Health,
+    responses=_problems(503),
+)
+async def healthz(request: Request) -> Health:
+    service = getattr(request.app.state, "service", None)
+    stuck = None if service is None else service.stuck
+    if stuck is not None:
+        raise ProblemError(UNHEALTHY, stuck)
     return Health(status="ok")
 
 

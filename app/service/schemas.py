@@ -240,11 +240,19 @@ class RuntimeDescription(BaseModel):
     )
     channels_last: bool
     compile: str = Field(description="The compile setting: auto, on or off.")
-    compiled: bool = Field(description="Whether torch.compile graphs are in use.")
+    compiled: bool = Field(description="Whether compiled graphs (AOTInductor) are in use.")
     execution: Literal["eager", "compiling", "compiled"] = Field(
         default="eager",
-        description="What runs the batches now: eager, compiling (eager while graphs compile "
-        "in the background) or compiled.",
+        description="What runs the batches now: eager, compiling (eager while a child process "
+        "builds the compiled graphs) or compiled.",
+    )
+    artifact: str | None = Field(
+        default=None,
+        description="The compiled artifact that runs: what it was built for, whether it was "
+        "built now or found in the cache, and its cache entry; null while eager.",
+    )
+    compile_cache: str | None = Field(
+        default=None, description="The folder compiled artifacts are cached in."
     )
     compile_error: str | None = Field(
         default=None, description="Why compilation was abandoned for eager execution, if it was."
@@ -254,7 +262,8 @@ class RuntimeDescription(BaseModel):
     )
     compile_seconds: float | None = Field(
         default=None,
-        description="Time the background compilation took; null until batches run compiled.",
+        description="Time the build process took; null when the artifact came from the cache "
+        "or is not built yet.",
     )
     int8: bool = Field(
         default=False, description="Whether the compiled graphs are (or will be) int8."

@@ -15,15 +15,31 @@ A second SIGTERM skips what is left of the drain. SIGINT (Ctrl-C) skips the drai
 uvicorn's own behaviour. Uvicorn re-raises the signal it stopped for after shutting down, so a
 process stopped by SIGTERM would report death by signal instead of success; SIGTERM is the
 normal way to stop a service, so it is not re-raised.
+
+Two bounds keep a stuck process from lingering (docs/reliability.md, "liveness"):
+
+- shutdown: if the process is still running `shutdown_hard_limit_s` after the first SIGTERM
+  (a batch stuck in a hung kernel never returns, so the batcher never stops), it logs one
+  line saying why and exits with status 70, within the orchestrator's grace period;
+- watchdog: the event loop re-arms a timer in C (`faulthandler.dump_traceback_later`) every
+  second. If the loop has not run for `watchdog_s` (a frozen interpreter: no handler, no
+  health check can run), that timer writes every thread's stack and exits with status 1. A
+  batch stuck for `watchdog_s` beyond `stuck_batch_s` (the event loop runs, `/healthz` says
+  503) ends the process too, so a restart policy without health checks (Docker's
+  `restart: unless-stopped`, systemd) replaces it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
+import os
 import signal
 import socket
+import sys
+import threading
 import time
 from types import FrameType
 
@@ -39,6 +55,10 @@ STARTUP_FAILURE = 3
 # Time between stopping the batcher and uvicorn giving up on connections: enough to send the
 # 503s of requests that were still queued.
 _ANSWER_MARGIN_S = 2.0
+# Exit status when the shutdown bound forced the exit (EX_SOFTWARE).
+FORCED_EXIT = 70
+# After the shutdown bound, the C-level timer's margin for an interpreter too frozen to exit.
+_LAST_RESORT_MARGIN_S = 5.0
 
 
 class GracefulServer(uvicorn.Server):
@@ -58,10 +78,18 @@ class GracefulServer(uvicorn.Server):
         self.stop_after_s = settings.shutdown_timeout_s
         self._drain_started: float | None = None
         self._drain_logged = False
+        self.hard_limit_s = settings.shutdown_hard_limit_s
+        self.watchdog_s = settings.watchdog_s
+        self.stuck_batch_s = settings.stuck_batch_s
+        self._hard_stop: threading.Timer | None = None
+        self._last_rearm = 0.0
+        self._stuck_logged = False
         app.state.draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs in a signal handler: set flags only (no logging, no event-loop calls).
+        if self._hard_stop is None:
+            self._arm_hard_stop()
         if sig != signal.SIGTERM:
             super().handle_exit(sig, frame)
             return
@@ -71,7 +99,58 @@ class GracefulServer(uvicorn.Server):
         else:
             self.should_exit = True
 
+    def _arm_hard_stop(self) -> None:
+        """Make sure the process ends within `hard_limit_s` of the first stop signal."""
+        self._hard_stop = threading.Timer(self.hard_limit_s, self._force_exit)
+        self._hard_stop.daemon = True
+        self._hard_stop.start()
+        # The watchdog's C timer now only guards an interpreter too frozen for the timer thread.
+        faulthandler.dump_traceback_later(self.hard_limit_s + _LAST_RESORT_MARGIN_S, exit=True)
+        self.watchdog_s = 0.0
+
+    def disarm(self) -> None:
+        """The server stopped in time: cancel both timers."""
+        faulthandler.cancel_dump_traceback_later()
+        if self._hard_stop is not None:
+            self._hard_stop.cancel()
+
+    def _force_exit(self) -> None:
+        service = getattr(self.app.state, "service", None)
+        running = 0.0 if service is None else service.running_batch_seconds
+        why = f"a batch has been running for {running:.0f} s" if running else "shutdown hangs"
+        logger.error(
+            "exiting with status %d: still running %.0f s after the stop signal (%s)",
+            FORCED_EXIT,
+            self.hard_limit_s,
+            why,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(FORCED_EXIT)
+
+    def _watch(self) -> None:
+        """Re-arm the watchdog; end the process when a batch is stuck well past its bound."""
+        now = time.monotonic()
+        if not self.watchdog_s or now - self._last_rearm < 1.0:
+            return
+        self._last_rearm = now
+        service = getattr(self.app.state, "service", None)
+        running = 0.0 if service is None else service.running_batch_seconds
+        if self.stuck_batch_s and running > self.stuck_batch_s + self.watchdog_s:
+            logger.error(
+                "exiting with status 1: a batch has been running for %.0f s (stuck_batch_s %g "
+                "s, watchdog_s %g s); a restart policy replaces this process",
+                running,
+                self.stuck_batch_s,
+                self.watchdog_s,
+            )
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(1)
+        faulthandler.dump_traceback_later(self.watchdog_s, exit=True, file=sys.stderr)
+
     async def on_tick(self, counter: int) -> bool:
+        self._watch()
         if self._drain_started is not None and not self.should_exit:
             if not self._drain_logged:
                 self._drain_logged = True
@@ -117,6 +196,9 @@ def run_server(app: FastAPI, settings: Settings) -> int:
         lifespan="on",
     )
     server = GracefulServer(config, app=app, settings=settings)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+    finally:
+        server.disarm()
     return 0 if server.started else STARTUP_FAILURE

@@ -30,9 +30,16 @@ class Settings(ModelSettings):
     # from ModelSettings (shared with `tagger tag`).
     compile: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="torch.compile every batch shape during warm-up; 'auto' falls back to eager "
-        "execution if compilation fails (e.g. no C++ compiler); with 'on' the service never "
-        "turns ready and /readyz says why.",
+        description="Run compiled graphs (AOTInductor, built out of process and cached): "
+        "'auto' serves eagerly until they are built and stays eager if building fails (e.g. no "
+        "C++ compiler); with 'on' the service is ready only once they run, and if building "
+        "fails it never turns ready and /readyz says why.",
+    )
+    compile_cache_dir: Path | None = Field(
+        default=None,
+        description="Where compiled graphs are cached (built by a child process or by "
+        "`tagger compile`); unset: $XDG_CACHE_HOME/music-tagger/compiled, else "
+        "~/.cache/music-tagger/compiled.",
     )
     max_chunk_windows: int = Field(
         default=0,
@@ -169,6 +176,30 @@ class Settings(ModelSettings):
         gt=0.0,
         description="Then in-flight requests get this long to finish; requests still queued "
         "after it are answered 503.",
+    )
+
+    # Liveness: what makes the process fail its health check or end itself.
+    stuck_batch_s: float = Field(
+        default=120.0,
+        ge=0.0,
+        description="/healthz answers 503 once one model call has run this long (a batch of "
+        "windows takes well under 10 s even on a slow CPU): the batcher is stuck on a hung "
+        "kernel or GPU and the process must be restarted. 0 disables the check.",
+    )
+    watchdog_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="The server process ends itself (status 1, every thread's stack on "
+        "stderr) when its event loop has not run for this long, or when a batch has been "
+        "stuck this long beyond stuck_batch_s, so that a restart policy (Docker, systemd, "
+        "Kubernetes) replaces a frozen process. 0 disables the watchdog.",
+    )
+    shutdown_hard_limit_s: float = Field(
+        default=25.0,
+        gt=0.0,
+        description="After SIGTERM, the process exits (status 70, one log line saying why) "
+        "if it has not stopped within this long, e.g. because a batch is stuck; keep it "
+        "below the orchestrator's grace period (Kubernetes and compose here: 30 s).",
     )
 
     # Evidence maps (explain=true); docs/explanations.md.

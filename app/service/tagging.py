@@ -72,6 +72,7 @@ from app.service.schemas import (
 from app.service.settings import Settings
 from model.audio.sniff import SNIFF_BYTES, SUPPORTED_FORMATS, sniff_audio
 from model.checkpoint import load_checkpoint
+from model.compiled import CompileCache
 from model.embedding import EmbeddingSpec, embedding_spec, split_rows, track_embedding
 from model.inference import WindowCutter
 from model.runtime import CPU_MAX_CHUNK, Runtime, RuntimeOptions, resolve_device
@@ -177,8 +178,11 @@ class TaggingService:
             self.device,
             options,
             max_batch=settings.max_batch_windows,
+            checkpoint=self.checkpoint.path,
+            cache=CompileCache(settings.compile_cache_dir),
             on_switch=self._publish_model_info,
             int8=self.int8,
+            build_threads=self.torch_threads,
         )
         infer: InferFn = self.execution
         self._batcher = Batcher(
@@ -234,7 +238,7 @@ class TaggingService:
 
     @property
     def runtime(self) -> Runtime:
-        """The runtime batches run on now (eager, then compiled; see app/service/execution.py)."""
+        """The runtime batches run on (eager, then compiled; see app/service/execution.py)."""
         return self.execution.runtime
 
     def _publish_model_info(self) -> None:
@@ -270,6 +274,24 @@ class TaggingService:
     def warmup_error(self) -> str | None:
         """Why warm-up failed (the service then never turns ready), or None."""
         return self._batcher.warmup_error
+
+    @property
+    def running_batch_seconds(self) -> float:
+        """How long the model call now running has taken (0 when none runs)."""
+        return self._batcher.running_batch_seconds
+
+    @property
+    def stuck(self) -> str | None:
+        """Why the process should be restarted (a model call running far longer than any
+        batch takes: a hung kernel or GPU), or None."""
+        running = self.running_batch_seconds
+        bound = self.settings.stuck_batch_s
+        if bound and running > bound:
+            return (
+                f"a batch has been running for {running:.0f} s (TAGGER_STUCK_BATCH_S is "
+                f"{bound:g} s): the model call is stuck; restart the process"
+            )
+        return None
 
     @property
     def queued_windows(self) -> int:

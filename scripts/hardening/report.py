@@ -129,6 +129,10 @@ def render(
     isolation = one(figures, "decode_isolation")
     sigterm, stragglers = one(figures, "sigterm"), one(figures, "sigterm_stragglers")
     limit = one(figures, "rate_limit")
+    first_start = one(figures, "first_start_under_load")
+    sigterm_auto = one(figures, "sigterm_compile_auto")
+    default_auto = one(figures, "overload_default_compile_auto")
+    stuck, watchdog = one(figures, "liveness_stuck_batch"), one(figures, "liveness_watchdog")
     failed = sorted(name for name, outcome in outcomes.items() if outcome == "failed")
     fuzz_failed = any(name.startswith("test_openapi_fuzz::") for name in failed)
     passed = sum(outcome == "passed" for outcome in outcomes.values())
@@ -151,8 +155,9 @@ def render(
         f"busy); load average {load_before} before and {load_after} after the run. Latencies "
         "and capacity are lower than on a quiet machine; what does not depend on speed (every "
         "request answered, zero 5xx, zero connections) does not change.",
-        "- **Model:** the bundled default checkpoint (q2l-small), eager execution "
-        "(`TAGGER_COMPILE=off`, as in all tests), one torch thread.",
+        "- **Model:** the bundled default checkpoint (q2l-small), one torch thread; eager "
+        "execution (`TAGGER_COMPILE=off`) unless a row says `compile=auto` (the default: "
+        "compiled graphs built by a child process, here from an empty compile cache).",
         "",
         "## Summary",
         "",
@@ -202,6 +207,27 @@ def render(
         f"{sigterm.get('in_flight_at_sigterm', 'n/a')} in flight | unready after "
         f"{seconds(sigterm.get('unready_after_s'))}, {sigterm.get('unanswered', 'n/a')} "
         f"unanswered, exit status {sigterm.get('exit_code', 'n/a')} |",
+        f"| SIGTERM under load, `compile=auto` | {sigterm_auto.get('requests', 'n/a')} "
+        f"requests while the first start's build runs | "
+        f"{sigterm_auto.get('unanswered', 'n/a')} unanswered, exit status "
+        f"{sigterm_auto.get('exit_code', 'n/a')} |",
+        f"| overload at the default bound, `compile=auto` | "
+        f"{default_auto.get('offered_rps', 'n/a')} req/s for "
+        f"{seconds(default_auto.get('seconds'))} during the first start's build | accepted "
+        f"p99 {seconds(default_auto.get('accepted_p99_s'))}; "
+        f"{default_auto.get('unanswered', 'n/a')} unanswered; drained in "
+        f"{seconds(default_auto.get('drained_s'))} |",
+        f"| first start under load (defaults) | {first_start.get('clients', 'n/a')} clients "
+        f"sending {seconds(first_start.get('track_seconds'))} real tracks from readiness | "
+        f"ready after {seconds(first_start.get('ready_s'))}, compiled "
+        f"({first_start.get('precision', 'n/a')}) after "
+        f"{seconds(first_start.get('compiled_s'))}; {first_start.get('ok', 'n/a')} of "
+        f"{first_start.get('answered', 'n/a')} answered 200, "
+        f"{first_start.get('failures', 'n/a')} failures |",
+        f"| stuck batch (liveness) | a model call that never returns | `/healthz` 503 after "
+        f"{seconds(stuck.get('healthz_503_after_s'))}; SIGTERM exit (status 70) after "
+        f"{seconds(stuck.get('sigterm_exit_after_s'))}; the watchdog ends the process after "
+        f"{seconds(watchdog.get('watchdog_exit_after_s'))} |",
         f"| rate limit | {limit.get('limit', 'n/a')} per client | answers "
         f"{limit.get('answers', 'n/a')}, Retry-After {limit.get('retry_after_s', 'n/a')} s |",
         "",

@@ -41,9 +41,11 @@ class ServiceProcess:
 
     def __init__(self, settings: dict[str, Any], *, command: list[str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-        # Compiling every batch shape takes a minute; servers compile only when a test asks.
+        # Compiling takes a minute; servers compile only when a test asks.
         # Nothing balances load across test servers: they stop without the readiness drain.
         defaults = {"compile": "off", "shutdown_drain_s": 0}
+        if os.environ.get("TAGGER_COMPILE_CACHE_DIR"):  # the test session's (tests/conftest.py)
+            defaults["compile_cache_dir"] = os.environ["TAGGER_COMPILE_CACHE_DIR"]
         for name, value in {**defaults, **settings}.items():
             env[f"TAGGER_{name.upper()}"] = (
                 json.dumps(value) if isinstance(value, list | bool) else str(value)

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.service.settings import Settings
 from tests.deploy.dashboard import adapter_rule, exported_series
 from tests.deploy.tools import ROOT
 
@@ -79,6 +80,13 @@ def test_deployment_runs_one_gpu_pod_per_replica_with_probes() -> None:
     assert port["containerPort"] == 8000  # the Dockerfile's EXPOSE
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    # A frozen process (no answer at all) is caught by the probe's own timeout.
+    assert 1 <= container["livenessProbe"]["timeoutSeconds"] <= 10
+    # SIGTERM ends the process within its hard limit, before the kubelet's SIGKILL.
+    hard_limit = Settings.model_fields["shutdown_hard_limit_s"].default
+    assert _by_kind("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > (
+        hard_limit
+    )
     startup = container["startupProbe"]
     # The startup probe must outlast the Dockerfile's healthcheck start period (model load).
     start_period = re.search(r"--start-period=(\d+)s", (ROOT / "Dockerfile").read_text())

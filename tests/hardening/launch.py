@@ -12,6 +12,8 @@ Settings come from `TAGGER_*` variables as for `tagger serve` (decoder faults ar
   fuzzed URLs from reaching out to the internet.
 - `--fail-silent-batches`: the model call raises for any batch holding a window of exact
   digital silence (nothing a client sends makes the real model raise).
+- `--hang-silent-batches`: the model call never returns for such a batch, as a hung kernel or
+  GPU would (it sleeps with the GIL released, as a native call does).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import ipaddress
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -55,6 +58,15 @@ def fail_silent_batches(infer: InferFn) -> InferFn:
     return call
 
 
+def hang_silent_batches(infer: InferFn) -> InferFn:
+    def call(windows: Tensor) -> Tensor:
+        while bool((windows.abs().amax(dim=1) == 0).any()):
+            time.sleep(1.0)  # injected model fault: the call never returns
+        return infer(windows)
+
+    return call
+
+
 def _parse_resolve(values: Sequence[str]) -> dict[str, list[IPAddress]]:
     names: dict[str, list[IPAddress]] = {}
     for value in values:
@@ -72,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--resolve-others", metavar="ADDRESS", help="every other name resolves to ADDRESS"
     )
     parser.add_argument("--fail-silent-batches", action="store_true")
+    parser.add_argument("--hang-silent-batches", action="store_true")
     args = parser.parse_args(argv)
 
     settings = Settings(host=args.host, port=args.port)
@@ -80,7 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
     app = create_app(
         settings,
-        wrap_infer=fail_silent_batches if args.fail_silent_batches else None,
+        wrap_infer=fail_silent_batches
+        if args.fail_silent_batches
+        else hang_silent_batches
+        if args.hang_silent_batches
+        else None,
         resolver=(
             mapped_resolver(
                 _parse_resolve(args.resolve),

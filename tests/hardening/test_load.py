@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.app.audio import encode
 from tests.app.servers import ServiceProcess
@@ -158,11 +160,15 @@ def test_ten_times_capacity_for_30_s() -> None:
 
 
 @long_only
-def test_ten_times_capacity_at_the_default_bound() -> None:
+@pytest.mark.parametrize("compile", ["off", "auto"])
+def test_ten_times_capacity_at_the_default_bound(compile: str, tmp_path: Path) -> None:
     """The same overload with the default bound (32 in progress): sized for batching on a GPU,
     it trades latency for throughput on this CPU, but still answers everything and drains.
-    Figures only: no latency target applies."""
-    server = ServiceProcess(ONE_ADDRESS_MANY_CLIENTS)
+    Figures only: no latency target applies. With `compile=auto` (the default) and an empty
+    compile cache, the first start's build process runs during the overload."""
+    settings = {**ONE_ADDRESS_MANY_CLIENTS, "compile": compile}
+    settings["compile_cache_dir"] = str(tmp_path / "compiled")
+    server = ServiceProcess(settings)
     try:
         server.wait_ready()
         capacity, _ = measure_capacity(server, 10.0)
@@ -173,7 +179,7 @@ def test_ten_times_capacity_at_the_default_bound() -> None:
     finally:
         server.stop()
     record(
-        "overload_default",
+        "overload_default" if compile == "off" else "overload_default_compile_auto",
         capacity_rps=round(capacity, 3),
         max_inflight_requests=32,
         drained_s=round(drained, 2),

@@ -18,6 +18,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
@@ -137,24 +138,28 @@ def test_short_clips_beside_a_long_track_keep_close_to_their_idle_latency(
 ) -> None:
     data, _ = _real_mp3(music)
     clip = data[: len(data) * 30 // int(_real_mp3(music)[1])]  # the first 30 s
-    long, _ = long_mp3(music, 60)
+    # Long enough that even a fast CPU is still tagging it after 15 clips (a 60-minute track
+    # finished first on a Zen 4); only clips answered while it was in flight count.
+    long, _ = long_mp3(music, 110)
     post(server, clip)  # warm
 
-    def latencies(count: int) -> list[float]:
+    def latencies(count: int, while_running: concurrent.futures.Future[Any] | None) -> list[float]:
         seen = []
         for _ in range(count):
             started = time.monotonic()
             assert post(server, clip).status_code == 200
+            if while_running is not None and while_running.done():
+                break  # answered after the long track: not a measurement beside it
             seen.append(time.monotonic() - started)
             time.sleep(0.2)
         return seen
 
-    idle = latencies(15)
+    idle = latencies(15, None)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         tagging = pool.submit(post, server, long)
         time.sleep(3.0)  # decoding and tagging are under way
-        beside = latencies(15)
-        assert not tagging.done(), "the long track finished before the clips were measured"
+        beside = latencies(15, tagging)
+        assert len(beside) >= 10, f"the long track finished after only {len(beside)} clips"
         assert tagging.result().status_code == 200
     record(
         "long_short_clips_beside",

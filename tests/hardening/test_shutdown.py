@@ -8,12 +8,14 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.app.audio import wav_pcm16
 from tests.app.servers import ServiceProcess
-from tests.hardening.tools import Outcome, problem_type, record
+from tests.hardening.tools import Outcome, long_only, problem_type, record
 
 CLIP = {"file": ("clip.wav", wav_pcm16(10.0), "audio/wav")}  # 3 windows
 
@@ -30,9 +32,21 @@ async def _wait_exit(server: ServiceProcess, limit_s: float) -> int:
     return await asyncio.to_thread(server.process.wait, limit_s)
 
 
-def test_sigterm_under_load_drains_finishes_in_flight_and_exits_0() -> None:
+@pytest.mark.parametrize("compile", ["off", pytest.param("auto", marks=long_only)])
+def test_sigterm_under_load_drains_finishes_in_flight_and_exits_0(
+    compile: str, tmp_path: Path
+) -> None:
+    """With `compile=auto` (the default) and an empty compile cache, the signal comes while
+    the build process runs: it is ended with the service."""
     drain = 1.5
-    server = ServiceProcess({"shutdown_drain_s": drain, "shutdown_timeout_s": 10})
+    server = ServiceProcess(
+        {
+            "shutdown_drain_s": drain,
+            "shutdown_timeout_s": 10,
+            "compile": compile,
+            "compile_cache_dir": str(tmp_path / "compiled"),
+        }
+    )
     try:
         server.wait_ready()
         outcomes, probes, sigterm_at, code = asyncio.run(_drive(server, drain))
@@ -60,7 +74,7 @@ def test_sigterm_under_load_drains_finishes_in_flight_and_exits_0() -> None:
     if refused:
         assert refused[0].at - sigterm_at >= drain * 0.9
     record(
-        "sigterm",
+        "sigterm" if compile == "off" else "sigterm_compile_auto",
         drain_s=drain,
         requests=len(outcomes),
         in_flight_at_sigterm=len(in_flight),

@@ -1,5 +1,6 @@
-"""The first start: the service answers within seconds, serving eagerly while torch.compile
-runs in the background, and tells a person at a terminal what it is doing in readable lines.
+"""The first start: the service answers within seconds, serving eagerly while a child process
+builds its compiled graphs; the next start loads them from the cache; and it tells a person at a
+terminal what it is doing in readable lines.
 """
 
 from __future__ import annotations
@@ -35,14 +36,18 @@ def messages(server: ServiceProcess) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ready_within_30_s_with_an_empty_compile_cache_then_compiled(
-    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_ready_within_30_s_with_an_empty_compile_cache_then_compiled_then_warm(
+    checkpoint: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    cache = tmp_path / "compiled"
     started = time.monotonic()
-    # Model calls of at most 2 windows: two shapes to compile (1 and 2) instead of the CPU
-    # default's four, the same path at half the cost of this test.
-    settings = {"checkpoint": str(checkpoint), "compile": "auto", "max_chunk_windows": 2}
+    # Model calls of at most 2 windows: the same path as the CPU default's 8, a smaller graph.
+    settings = {
+        "checkpoint": str(checkpoint),
+        "compile": "auto",
+        "max_chunk_windows": 2,
+        "compile_cache_dir": str(cache),
+    }
     server = ServiceProcess(settings)
     try:
         server.wait_ready(timeout=30)
@@ -50,9 +55,15 @@ def test_ready_within_30_s_with_an_empty_compile_cache_then_compiled(
         assert response.status_code == 200, response.text
         assert time.monotonic() - started < 30
         first = runtime(server)
-        assert (first["execution"], first["compiled"]) == ("compiling", False)
+        assert (first["execution"], first["compiled"], first["artifact"]) == (
+            "compiling",
+            False,
+            None,
+        )
+        assert first["compile_cache"] == str(cache)
         assert "execution: eager" in messages(server)
-        # Compiling takes minutes on two cores; requests are served meanwhile.
+        # A child process builds the graphs (a minute or more on two cores); requests are
+        # served meanwhile.
         deadline = time.monotonic() + 500
         while runtime(server)["execution"] == "compiling":
             assert time.monotonic() < deadline, "compilation never finished"
@@ -64,7 +75,22 @@ def test_ready_within_30_s_with_an_empty_compile_cache_then_compiled(
             True,
             None,
         )
+        assert "(built now in " in str(last["artifact"])
         assert any(m.startswith("execution: compiled (batch shapes") for m in messages(server))
+        assert tag(server).status_code == 200
+    finally:
+        server.stop()
+
+    # The second start finds the artifact: compiled graphs from the first request on.
+    started = time.monotonic()
+    server = ServiceProcess(settings)
+    try:
+        server.wait_ready(timeout=30)
+        warm = runtime(server)
+        assert time.monotonic() - started < 30
+        assert (warm["execution"], warm["compiled"]) == ("compiled", True)
+        assert "(from the cache, built in " in str(warm["artifact"])
+        assert any(m.startswith("compiled artifact: ") for m in messages(server))
         assert tag(server).status_code == 200
     finally:
         server.stop()

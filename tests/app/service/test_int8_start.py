@@ -45,7 +45,10 @@ def test_the_bundled_model_serves_at_once_then_switches_to_int8(tmp_path: Path) 
     if not cpu_int8_flags():
         pytest.skip("this CPU has no int8 dot products: the service stays bf16/fp32")
     started = time.monotonic()
-    server = ServiceProcess({"checkpoint": str(DEFAULT), "compile": "auto"})
+    cache = str(tmp_path / "compiled")  # empty: the int8 graphs are built now
+    server = ServiceProcess(
+        {"checkpoint": str(DEFAULT), "compile": "auto", "compile_cache_dir": cache}
+    )
     try:
         server.wait_ready(timeout=30)
         assert tag(server) == 200
