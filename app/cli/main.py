@@ -227,6 +227,14 @@ def serve(args: argparse.Namespace) -> int:
         read_metadata(settings.checkpoint)
     except CheckpointError as error:
         return _fail(f"cannot serve this checkpoint: {error}")
+    if settings.tag_sets:
+        from app.pipeline.tag_sets import check_tag_sets
+        from model.tagset import TagSetError
+
+        try:
+            check_tag_sets(settings.checkpoint, settings.tag_sets)
+        except TagSetError as error:
+            return _fail(f"cannot serve these tag sets: {error}")
     if settings.catalog is not None:
         from app.catalog.store import CatalogError, CatalogStore
 
