@@ -152,6 +152,7 @@ class TaggingService:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.in_flight = 0  # requests using this service (routes.get_service), for reloads
         self.device = resolve_device(settings.device)
         self.torch_threads = resolve_threads(settings.torch_threads)
         self._previous_threads = torch.get_num_threads()
