@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
     tags.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tags.add_argument("--taxonomy", metavar="NAME", help="only this taxonomy's tags (mtt, msd)")
+    tags.add_argument(
+        "--tag-sets", nargs="+", type=Path, metavar="PATH",
+        help="add the tags of these tag sets (docs/custom-tags.md)",
+    )  # fmt: skip
     return parser
 
 
@@ -272,6 +276,19 @@ def tags(args: argparse.Namespace) -> int:
             return _fail(str(error))
         vocabulary = list(zip(metadata.tags, metadata.thresholds, strict=True))
         source = f"{args.checkpoint} ({metadata.preset})"
+    if args.tag_sets:
+        if args.checkpoint is None:
+            return _fail("--tag-sets needs --checkpoint: a tag set belongs to one checkpoint", 2)
+        from app.pipeline.tag_sets import check_tag_sets, load_tag_sets
+        from model.tagset import TagSetError
+
+        try:
+            check_tag_sets(args.checkpoint, args.tag_sets)
+            taught = [(t.tag, t.threshold) for s in load_tag_sets(args.tag_sets) for t in s.tags]
+        except TagSetError as error:
+            return _fail(str(error), 2)
+        vocabulary += taught
+        source += f" with {len(taught)} taught tags"
     tags_of = Vocabulary(tuple(tag for tag, _ in vocabulary))
     try:
         listing = tags_of.listing([t for _, t in vocabulary], args.taxonomy)
@@ -296,7 +313,8 @@ def tags(args: argparse.Namespace) -> int:
         for category in group["categories"]:
             for row in category["tags"]:
                 print(
-                    f"{row['index']}\t{row['id']}\t{row['category']}\t{row['synonym_group']}\t"
+                    f"{row['index']}\t{row.get('id', row['name'])}\t{row['category']}\t"
+                    f"{row['synonym_group']}\t"
                     f"{row['threshold']:.3f}"
                 )
     return 0

@@ -219,3 +219,14 @@ def test_csv_with_groups_and_explicit_negatives(
     assert tag.quality["folds"] == 3  # three groups of each side
     assert tag.quality["positives"] == 6
     assert tag.quality["negatives"] == 6
+
+
+def test_tags_lists_taught_tags(taught: Taught, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["tags", "--checkpoint", str(V1), "--tag-sets", str(taught.path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("with 2 taught tags, by taxonomy and category")
+    assert lines[2].startswith("1\tclassical\tgenre")  # the base tags first, by bare name
+    assert lines[-1].startswith("51\tcustom/techno\tother\ttechno\t")
+    assert main(["tags", "--checkpoint", str(V2), "--tag-sets", str(taught.path)]) == 2
+    assert "was taught on" in capsys.readouterr().err
