@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -227,6 +228,16 @@ def _print(results: dict[str, Any]) -> None:
             )
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--music", type=Path, default=ROOT / "data" / "music")
@@ -255,7 +266,7 @@ def main() -> int:
         document = {
             "command": "python scripts/custom_tags.py " + " ".join(sys.argv[1:]),
             "date": dt.date.today().isoformat(),
-            "machine": f"{platform.processor() or platform.machine()}, torch threads 1 for fits",
+            "machine": f"{_cpu_name()}, {os.cpu_count()} CPUs; fits on 1 torch thread",
             "tracks": {
                 split: sum(t["split"] == split for t in tracks)
                 for split in ("train", "valid", "test")
