@@ -245,6 +245,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=None, help="teach cache (default: --work)")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--steps", type=int, default=FitConfig().query_steps)
+    parser.add_argument("--query-start", choices=["mean", "nearest"], default="nearest")
     parser.add_argument("--windows", type=int, default=16, help="windows cached per track")
     parser.add_argument("--per-package", type=int, default=1000, help="tracks per package")
     parser.add_argument("--threads", type=int, default=2)
@@ -259,7 +260,7 @@ def main() -> int:
         parameter.requires_grad_(False)
     cache = FeatureCache(v1, cache_dir, max_windows=args.windows)
     torch.set_num_threads(1)  # fits: small matrices (see app/teach/teach.py)
-    config = FitConfig(query_steps=args.steps)
+    config = FitConfig(query_steps=args.steps, query_start=args.query_start)
     results = measure(tracks, cache, v1.model, args.draws, config)
     _print(results)
     if args.json is not None:

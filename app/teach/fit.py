@@ -7,7 +7,8 @@ windows' probabilities, as in serving (`model.inference.aggregate`).
 - `fit_query`: a new label query and classifier row through the frozen decoder. The decoder's
   keys and values depend on the memory only, so they are computed once per fit (`DecoderKV`);
   a training step then costs one query's attention and feed-forward per window. The query
-  starts at the mean of the base queries, the row by imprinting (mean decoder output of the
+  starts at the base query whose own tag best separates the examples (measured better than the
+  mean of the base queries, docs/custom-tags.md), the row by imprinting (mean decoder output of the
   positives minus that of the negatives), then both are trained with Adam on class-balanced
   binary cross-entropy.
 - `fit_probe`: logistic regression on the unit pooled embedding, class-balanced, L2-penalised,
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,9 @@ class FitConfig:
     """How the scorers are trained; the defaults are the ones docs/custom-tags.md measures.
 
     Attributes:
+        query_start: Where the new query starts: the mean of the base queries, or the base
+            query whose own tag separates the examples best (ROC-AUC on the training windows,
+            either sign).
         query_steps: Full-batch Adam steps for the query and its row.
         query_lr: Adam learning rate.
         query_anchor: L2 pull of the query towards its starting point (few examples overfit).
@@ -49,6 +53,7 @@ class FitConfig:
         windows_per_track: Windows of a track a fit trains on (evenly spaced among the cached).
     """
 
+    query_start: Literal["mean", "nearest"] = "nearest"
     query_steps: int = 150
     query_lr: float = 1e-2
     query_anchor: float = 1e-2
@@ -154,7 +159,7 @@ def fit_query(
     """Train a new query and row on `windows` with per-window labels (N,) in {0, 1}."""
     torch.manual_seed(seed)
     kv = DecoderKV(model, windows.memory, windows.pos)
-    start = model.query_embed.weight.detach().mean(dim=0)
+    start = _starting_query(model, kv, labels, config)
     with torch.no_grad():
         hidden = kv.hidden(start)
         positive, negative = hidden[labels > 0.5].mean(0), hidden[labels <= 0.5].mean(0)
@@ -176,6 +181,20 @@ def fit_query(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     return QueryHead(query.detach(), row.detach(), bias.detach())
+
+
+def _starting_query(model: Query2Label, kv: DecoderKV, labels: Tensor, config: FitConfig) -> Tensor:
+    queries = model.query_embed.weight.detach()
+    if config.query_start == "mean":
+        return queries.mean(dim=0)
+    best, best_separation = 0, -1.0
+    with torch.no_grad():
+        for k in range(len(queries)):
+            logits = kv.hidden(queries[k]) @ model.classifier.weight[0, k]
+            auc = roc_auc(labels.numpy(), logits.numpy())
+            if max(auc, 1 - auc) > best_separation:
+                best, best_separation = k, max(auc, 1 - auc)
+    return queries[best].clone()
 
 
 def query_logits(model: Query2Label, windows: Windows, head: QueryHead) -> Tensor:
