@@ -63,9 +63,10 @@ RUN apt-get update \
 COPY --from=build /venv /venv
 # The root filesystem may be read-only (compose, Kubernetes): nothing writes byte code, and HOME
 # points at /tmp, the one writable place, for any library that wants a cache directory.
-# torch.compile is off: it needs a C++ compiler and Python headers (450 MB more), loads the code it
-# compiles from /tmp (which compose mounts noexec), and made CPU warm-up last 6 to 11 minutes on
-# 2 cores (docs/deployment.md). Set TAGGER_COMPILE=auto in an image that has them.
+# Compiled graphs are off: building them (a child process of the service, or `tagger compile`)
+# needs a C++ compiler and Python headers (450 MB more), and the package's library is loaded from
+# a temporary folder, which compose mounts noexec (docs/deployment.md, "Compiled graphs in the
+# image"). Set TAGGER_COMPILE=auto in an image that has them, with an exec-able cache volume.
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -14,7 +14,7 @@ $(PY):
 # tinysoundfont declares pyaudio (live playback, which we never use), and pyaudio has no Linux
 # wheel: install the synth without its dependencies.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[dev,train,scale]'
+	$(PIP) install --quiet -e '.[dev,train,scale,beets]'
 	$(PIP) install --quiet --no-deps tinysoundfont==0.3.7
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy model training app tests
+	$(VENV)/bin/mypy model training app beetsplug tests
 
 pytest: $(STAMP)
 	$(PY) -m pytest

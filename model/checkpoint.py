@@ -110,7 +110,8 @@ def _content_digest(document: Mapping[str, Any], tensors: Mapping[str, torch.Ten
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB pieces."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -275,4 +276,4 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> 
         raise CheckpointError(f"{path}: weights do not fit the {metadata.preset} config: {detail}")
     model.load_state_dict(tensors, strict=True)
     model.to(device).eval()
-    return Checkpoint(model=model, metadata=metadata, sha256=_file_sha256(path), path=path)
+    return Checkpoint(model=model, metadata=metadata, sha256=file_sha256(path), path=path)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from model.base import TaggingModel
+from model.checkpoint import file_sha256
 
 logger = logging.getLogger("model.compiled")
 
@@ -199,14 +199,6 @@ class Artifact:
 # ----- the cache -------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class CompileCache:
     """A folder of artifacts, one directory per `ArtifactKey` digest."""
 
@@ -235,7 +227,7 @@ class CompileCache:
             path = entry / name
             if not path.is_file():
                 return f"{name} is missing"
-            if _file_sha256(path) != sha256:
+            if file_sha256(path) != sha256:
                 return f"{name} does not match its manifest (corrupt or modified)"
         return None
 
@@ -265,7 +257,7 @@ class CompileCache:
         try:
             extra = build(staging)
             packages = {
-                path.name: _file_sha256(path) for path in sorted(staging.glob("batch-*.pt2"))
+                path.name: file_sha256(path) for path in sorted(staging.glob("batch-*.pt2"))
             }
             if not packages:
                 raise CompileError("the build wrote no package")
@@ -317,19 +309,21 @@ def build_packages(
         # The example has 2 rows: export specialises a dimension whose example size is 1.
         batch_dim = torch.export.Dim("batch", min=1, max=largest)
         plans = [("batch-any.pt2", min(2, largest), {0: batch_dim})]
-    # Freezing folds batch norms into the convolutions and prepacks weights for oneDNN (and
-    # is what lowers int8 convolutions to oneDNN's int8 kernels); it chooses the convolutions'
-    # memory layout itself. Exported from channels-last weights, the frozen graph of torch 2.14
-    # computes wrong scores (off by 0.35, caught by the parity check below), so it is exported
-    # from a contiguous copy.
-    configs: dict[str, Any] = {"freezing": True}
-    exportable = copy.deepcopy(forward).to(memory_format=torch.contiguous_format).eval()
+    # Freezing (constant weights: batch norms folded into the convolutions, weights prepacked
+    # for oneDNN) is what lowers int8 convolutions to oneDNN's int8 kernels, so int8 needs it;
+    # without layout optimisation, since with it torch 2.14 fails to compile a strided view in
+    # the decoder. Float graphs are built without it: in torch 2.14 a frozen bf16 graph fails
+    # at run time in a fused convolution ("Unsupported datatype for add_relu: BFloat16"), and
+    # a frozen fp32 graph exported from channels-last weights computed wrong scores (off by
+    # 0.35); both were caught by the parity check below.
+    int8 = key.precision == "int8"
+    configs: dict[str, Any] = {"freezing": True, "layout_optimization": False} if int8 else {}
     for name, batch, dynamic in plans:
         example = 0.1 * torch.randn(batch, window_samples, generator=generator)
         example = example.to(device)
         with torch.no_grad():
             exported = torch.export.export(
-                exportable, (example,), dynamic_shapes=(dynamic,) if dynamic else None
+                forward, (example,), dynamic_shapes=(dynamic,) if dynamic else None
             )
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=str(folder / name), inductor_configs=configs

@@ -387,6 +387,7 @@ class Runtime:
         self.artifact: Artifact | None = None
         self._forward: Forward = self.serving
         self._key: ArtifactKey | None = None
+        self._artifact_tried = False
 
     @staticmethod
     def chunk_cap(options: RuntimeOptions, device: torch.device, max_batch: int) -> int:
@@ -467,12 +468,18 @@ class Runtime:
         self.artifact = None
         self._forward = self.serving
 
-    @torch.inference_mode()
     def __call__(self, windows: Tensor) -> Tensor:
         if windows.dim() != 2 or windows.shape[1] != self.window_samples:
             raise ValueError(
                 f"expected windows (N, {self.window_samples}), got {tuple(windows.shape)}"
             )
+        # Without a warm-up, the first call finds or builds the artifact (outside inference
+        # mode: exporting needs to trace the model's parameters as they are).
+        self._prepare_artifact()
+        return self._call(windows)
+
+    @torch.inference_mode()
+    def _call(self, windows: Tensor) -> Tensor:
         # Quiet audio yields denormal floats, which slow CPU convolutions up to tenfold. The
         # flag belongs to the calling thread, so it is on only for the duration of the call:
         # callers (tests with hypothesis, numerical code) keep IEEE behaviour outside it.
@@ -512,6 +519,21 @@ class Runtime:
         self.build()
         return self.cache.load(self.key, origin="built")
 
+    def _prepare_artifact(self) -> None:
+        """Adopt the compiled artifact, once, unless compilation is off (see `warm_up`)."""
+        if self.options.compile == "off" or self.artifact is not None or self._artifact_tried:
+            return
+        self._artifact_tried = True
+        try:
+            self.adopt(self.load_or_build())
+        except Exception as error:
+            # An int8 graph that did not compile is not worth running eagerly: raise, so
+            # that the caller keeps its other runtime.
+            if self.options.compile == "on" or self.int8:
+                raise
+            self.fall_back(f"{type(error).__name__}: {str(error)[:500]}")
+            logger.warning("compilation failed, running eagerly: %s", self.compile_error)
+
     def warm_up(self) -> float:
         """Find or build the compiled artifact (unless compile is off), then run every batch
         shape once; returns the seconds it took.
@@ -520,16 +542,7 @@ class Runtime:
         `compile_error`; with `compile="on"` it is raised.
         """
         started = time.monotonic()
-        if self.options.compile != "off" and self.artifact is None:
-            try:
-                self.adopt(self.load_or_build())
-            except Exception as error:
-                # An int8 graph that did not compile is not worth running eagerly: raise, so
-                # that the caller keeps its other runtime.
-                if self.options.compile == "on" or self.int8:
-                    raise
-                self.fall_back(f"{type(error).__name__}: {str(error)[:500]}")
-                logger.warning("compilation failed, running eagerly: %s", self.compile_error)
+        self._prepare_artifact()
         generator = torch.Generator().manual_seed(0)
         for shape in self.shapes:
             self(0.1 * torch.randn(shape, self.window_samples, generator=generator))

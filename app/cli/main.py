@@ -1,6 +1,7 @@
 """The `tagger` command: `tagger serve` runs the service, `tagger tag` tags local files and
 folders, `tagger tags` prints the vocabulary, `tagger explain` draws a tag's evidence map,
-`tagger compile` builds the service's compiled graphs ahead of time.
+`tagger compile` builds the service's compiled graphs ahead of time, `tagger write-tags` and
+`tagger strip-tags` write tags into audio files' own metadata and take them out again.
 
 Settings come from `TAGGER_*` environment variables; command-line options override them.
 """
@@ -19,7 +20,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli import catalog_commands, compile_command, explain_command, teach_command
+from app.cli import (
+    catalog_commands,
+    compile_command,
+    explain_command,
+    library_commands,
+    teach_command,
+)
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
@@ -49,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     explain_command.add_parser(commands)
     compile_command.add_parser(commands)
     teach_command.add_parsers(commands)  # tagger teach, tagger retrain
+    library_commands.add_parsers(commands)  # tagger write-tags, tagger strip-tags
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
@@ -359,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
         run = teach_command.run_teach if args.command == "teach" else teach_command.run_retrain
         return run(args)
+    if args.command in library_commands.COMMANDS:
+        return library_commands.run(args)
     return tags(args)
 
 

@@ -314,6 +314,8 @@ class TaggingService:
 
     @property
     def dtype_name(self) -> str:
+        if self.runtime.info().precision == "int8":  # an int8 artifact replaced the eager path
+            return "int8 convolutions, float32 elsewhere"
         dtype = self.runtime.dtype
         return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} (autocast)"
 

@@ -49,27 +49,30 @@ def music(seconds: float, sample_rate: int = 44100, channels: int = 2, seed: int
 @functools.cache
 def encode(fmt: str, seconds: float, *, sample_rate: int = 44100, channels: int = 2) -> bytes:
     """`seconds` of `music` encoded as `fmt` (one of FORMATS)."""
+    codec_rate = _PYAV[fmt][2] if fmt in _PYAV else None
+    rate = codec_rate or sample_rate
+    return encode_samples(music(seconds, rate, channels), rate, fmt)
+
+
+def encode_samples(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """(T, channels) float32 `samples` encoded as `fmt` (one of FORMATS); opus needs 48 kHz."""
+    channels = samples.shape[1]
     if fmt == "ogg":
         buffer = io.BytesIO()
-        soundfile.write(
-            buffer,
-            music(seconds, sample_rate, channels),
-            sample_rate,
-            format="OGG",
-            subtype="VORBIS",
-        )
+        soundfile.write(buffer, samples, sample_rate, format="OGG", subtype="VORBIS")
         return buffer.getvalue()
     container_format, codec, codec_rate = _PYAV[fmt]
-    rate = codec_rate or sample_rate
-    samples = music(seconds, rate, channels)
+    if codec_rate is not None and codec_rate != sample_rate:
+        raise ValueError(f"{fmt} needs {codec_rate} Hz samples, got {sample_rate}")
     layout = "mono" if channels == 1 else "stereo"
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=rate, layout=layout)
+        stream = container.add_stream(codec, rate=sample_rate, layout=layout)
         assert isinstance(stream, av.AudioStream)
         # Packed float frames; PyAV converts them to the codec's own sample format.
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout=layout)
-        frame.sample_rate = rate
+        packed = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+        frame.sample_rate = sample_rate
         for packet in stream.encode(frame):
             container.mux(packet)
         for packet in stream.encode(None):

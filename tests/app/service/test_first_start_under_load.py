@@ -53,7 +53,7 @@ def test_every_request_is_answered_while_the_first_start_compiles(
         server.stop()
     assert not run.failures, run.failures
     assert run.clients_left_waiting == 0, "a client never got an answer"
+    assert run.runtime.get("compile_error") is None, run.runtime.get("compile_error")
     assert run.runtime.get("execution") == "compiled", run.runtime
-    assert run.runtime.get("compile_error") is None, run.runtime
     assert run.statuses
     assert all(status == 200 for status in run.statuses), run.statuses
