@@ -35,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -347,15 +347,21 @@ def build_packages(
 
 
 def build_command(
-    checkpoint: Path, key: ArtifactKey, cache: CompileCache, device: torch.device
+    checkpoint: Path,
+    key: ArtifactKey,
+    cache: CompileCache,
+    device: torch.device,
+    tag_sets: Sequence[Path] = (),
 ) -> list[str]:
-    """The child process that builds `key`'s artifact for `checkpoint` into `cache`."""
+    """The child process that builds `key`'s artifact for `checkpoint` (extended by the
+    `tag_sets` files, model.tagset) into `cache`."""
     return [
         sys.executable,
         "-m",
         "model.compiled",
         "--checkpoint",
         str(checkpoint),
+        *(arg for path in tag_sets for arg in ("--tag-set", str(path))),
         "--cache",
         str(cache.root),
         "--device",
@@ -375,9 +381,11 @@ def _main(argv: list[str] | None = None) -> int:
     """The build process: load the checkpoint, build its artifact, print the entry's path."""
     from model.checkpoint import CheckpointError, load_checkpoint
     from model.runtime import Runtime, RuntimeOptions
+    from model.tagset import TagSetError, extend_checkpoint, load_tag_set
 
     parser = argparse.ArgumentParser(prog="python -m model.compiled", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--tag-set", type=Path, action="append", default=[])
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
@@ -396,7 +404,8 @@ def _main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     try:
         checkpoint = load_checkpoint(args.checkpoint, device=device)
-    except CheckpointError as error:
+        checkpoint = extend_checkpoint(checkpoint, [load_tag_set(p) for p in args.tag_set])
+    except (CheckpointError, TagSetError) as error:
         print(f"cannot compile: {error}", file=sys.stderr)
         return 2
     shapes = tuple(int(shape) for shape in args.shapes.split(","))

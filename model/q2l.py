@@ -272,16 +272,45 @@ class Query2Label(TaggingModel):
         pooled = torch.cat((features.mean(dim=(2, 3)), features.amax(dim=(2, 3))), dim=1)
         return logits, pooled  # (B, n_classes), (B, 2C)
 
+    def memory_and_embedding(self, waveform: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What every label query reads, and the pooled embedding: the frozen part of the model
+        that a tag set's new queries are taught on (model.tagset).
+
+        Returns:
+            memory (B, 32, d_model), its position encoding (1, 32, d_model), and the pooled
+            embedding (B, 2C) before normalisation
+        """
+        features = self._backbone_features(waveform)
+        tokens, pos = self._tokens_from(features)
+        pooled = torch.cat((features.mean(dim=(2, 3)), features.amax(dim=(2, 3))), dim=1)
+        return self.encode_tokens(tokens, pos), pos, pooled
+
     def _logits(self, memory: Tensor, pos: Tensor) -> Tensor:
-        # memory (B, 32, d_model): the audio tokens; pos (1, 32, d_model)
+        memory = self.encode_tokens(memory, pos)
+        return self.decode(memory, pos, self.query_embed.weight, self.classifier)
+
+    def encode_tokens(self, tokens: Tensor, pos: Tensor) -> Tensor:
+        """The encoder's output, the memory every label query reads: (B, 32, d_model)."""
+        memory = tokens  # (B, 32, d_model): the audio tokens; pos (1, 32, d_model)
         for layer in self.encoder:
             memory = layer(memory, pos)  # (B, 32, d_model): tokens attend to each other
-        # One learnable query per label, shared by the batch: (n_classes, d) -> (B, n_classes, d)
-        query_pos = self.query_embed.weight.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        return memory
+
+    def decode(
+        self, memory: Tensor, pos: Tensor, queries: Tensor, classifier: GroupWiseLinear
+    ) -> Tensor:
+        """Logits of `queries` (K, d_model) read from `memory` through `classifier` (K rows).
+
+        The decoder has no self-attention between queries, so each query's logit depends on
+        that query and the memory only: a tag set (model.tagset) runs its own queries through
+        this same function, beside the base queries, without changing their scores.
+        """
+        # One learnable query per label, shared by the batch: (K, d) -> (B, K, d)
+        query_pos = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
         # The decoder's content starts at zero; the label embedding is re-added at every layer
         # as the query's "position", as in the released code.
-        hidden = torch.zeros_like(query_pos)  # (B, n_classes, d_model)
+        hidden = torch.zeros_like(query_pos)  # (B, K, d_model)
         for layer in self.decoder:
             hidden = layer(hidden, memory, pos, query_pos)  # each query cross-attends to memory
-        hidden = self.decoder_norm(hidden)  # (B, n_classes, d_model)
-        return self.classifier(hidden)  # (B, n_classes): one logit per label, from its query
+        hidden = self.decoder_norm(hidden)  # (B, K, d_model)
+        return classifier(hidden)  # (B, K): one logit per label, from its query

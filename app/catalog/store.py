@@ -179,6 +179,15 @@ class CatalogStore:
             self._set_meta("thresholds", list(thresholds))
         elif existing != spec:
             raise ModelMismatchError(existing, spec)
+        elif [tag.id for tag in self.tags] != [tag.id for tag in tags]:
+            # Same model, other tag sets (model.tagset): the stored score rows would not line up.
+            added = sorted({t.id for t in tags} - {t.id for t in self.tags})
+            missing = sorted({t.id for t in self.tags} - {t.id for t in tags})
+            raise CatalogError(
+                f"{self.path}: the catalogue was built with other tags (now added: "
+                f"{', '.join(added) or 'none'}; now missing: {', '.join(missing) or 'none'}); "
+                "build it with the same tag sets, or build a new catalogue"
+            )
 
     # ----- tracks -------------------------------------------------------------------------
 

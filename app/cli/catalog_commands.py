@@ -69,6 +69,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint file (TAGGER_CHECKPOINT)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (TAGGER_DEVICE)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument(
+        "--tag-sets", nargs="+", type=Path, metavar="PATH",
+        help="tag set files or folders whose taught tags are scored too (TAGGER_TAG_SETS)",
+    )  # fmt: skip
 
 
 def _say(message: str) -> None:
@@ -83,18 +87,26 @@ class _Model:
 
         from app.pipeline.defaults import default_cli_threads, default_decode_workers
         from app.pipeline.settings import ModelSettings
+        from app.pipeline.tag_sets import with_tag_sets
         from model.checkpoint import load_checkpoint
         from model.embedding import embedding_spec
         from model.runtime import Runtime, RuntimeOptions, resolve_device
 
-        given = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision}
+        given = {
+            "checkpoint": args.checkpoint,
+            "device": args.device,
+            "precision": args.precision,
+            "tag_sets": tuple(getattr(args, "tag_sets", None) or ()) or None,
+        }
         settings = ModelSettings(**{k: v for k, v in given.items() if v is not None})
         self.decode_workers = getattr(args, "decode_workers", None) or default_decode_workers()
         torch.set_num_threads(
             threads or settings.torch_threads or default_cli_threads(self.decode_workers)
         )
         self.device = resolve_device(settings.device)
-        self.checkpoint = load_checkpoint(settings.checkpoint, device=self.device)
+        self.checkpoint = with_tag_sets(
+            load_checkpoint(settings.checkpoint, device=self.device), settings.tag_sets
+        )
         options = RuntimeOptions(
             precision=settings.precision,
             channels_last=settings.channels_last,
@@ -190,13 +202,14 @@ def _build(store: Any, args: argparse.Namespace) -> int:
     from app.catalog.index import CatalogIndex
     from app.cli.batch_tagging import collect_files
     from model.checkpoint import CheckpointError
+    from model.tagset import TagSetError
 
     if args.batch_windows < 1:
         _say("--batch-windows must be at least 1")
         return EXIT_CANNOT_START
     try:
         model = _Model(args, args.batch_windows, args.threads)
-    except (ValidationError, CheckpointError, RuntimeError) as error:
+    except (ValidationError, CheckpointError, TagSetError, RuntimeError) as error:
         _say(f"cannot load the model: {error}")
         return EXIT_CANNOT_START
     metadata = model.checkpoint.metadata
@@ -299,10 +312,11 @@ def similar(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace, catalog: Any) -> tuple[Any, Any] | int:
     """(scores, embedding) of a query file not in the catalogue, or an exit code."""
     from model.checkpoint import CheckpointError
+    from model.tagset import TagSetError
 
     try:
         model = _Model(args, 8, None)
-    except (ValidationError, CheckpointError, RuntimeError) as error:
+    except (ValidationError, CheckpointError, TagSetError, RuntimeError) as error:
         _say(f"cannot load the model: {error}")
         return EXIT_CANNOT_START
     catalog.check_model(model.spec)  # a catalogue of another model: ModelMismatchError

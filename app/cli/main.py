@@ -20,7 +20,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.cli import catalog_commands, compile_command, explain_command, library_commands
+from app.cli import (
+    catalog_commands,
+    compile_command,
+    explain_command,
+    library_commands,
+    teach_command,
+)
 from app.cli.ray_command import add_engine_arguments
 from app.pipeline.defaults import default_checkpoint_path
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
@@ -49,12 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     catalog_commands.add_parsers(commands)  # tagger index, tagger similar
     explain_command.add_parser(commands)
     compile_command.add_parser(commands)
+    teach_command.add_parsers(commands)  # tagger teach, tagger retrain
     library_commands.add_parsers(commands)  # tagger write-tags, tagger strip-tags
 
     tags = commands.add_parser("tags", help="print the tag vocabulary")
     tags.add_argument("--checkpoint", type=Path, help="read the vocabulary of this checkpoint")
     tags.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tags.add_argument("--taxonomy", metavar="NAME", help="only this taxonomy's tags (mtt, msd)")
+    tags.add_argument(
+        "--tag-sets", nargs="+", type=Path, metavar="PATH",
+        help="add the tags of these tag sets (docs/custom-tags.md)",
+    )  # fmt: skip
     return parser
 
 
@@ -115,6 +126,11 @@ def _add_tag_parser(commands: Any) -> None:
         "--synonyms", choices=["one", "all"],
         help="one: each synonym group once in the top tags, by its best member; all: every tag "
         "(default: one for a multi-vocabulary model, all otherwise)",
+    )  # fmt: skip
+    tag.add_argument(
+        "--tag-sets", nargs="+", type=Path, metavar="PATH",
+        help="tag set files or folders whose taught tags are added to the model's "
+        "(TAGGER_TAG_SETS; see docs/custom-tags.md)",
     )  # fmt: skip
     tag.add_argument(
         "--embedding", action="store_true",
@@ -223,6 +239,14 @@ def serve(args: argparse.Namespace) -> int:
         read_metadata(settings.checkpoint)
     except CheckpointError as error:
         return _fail(f"cannot serve this checkpoint: {error}")
+    if settings.tag_sets:
+        from app.pipeline.tag_sets import check_tag_sets
+        from model.tagset import TagSetError
+
+        try:
+            check_tag_sets(settings.checkpoint, settings.tag_sets)
+        except TagSetError as error:
+            return _fail(f"cannot serve these tag sets: {error}")
     if settings.catalog is not None:
         from app.catalog.store import CatalogError, CatalogStore
 
@@ -260,6 +284,19 @@ def tags(args: argparse.Namespace) -> int:
             return _fail(str(error))
         vocabulary = list(zip(metadata.tags, metadata.thresholds, strict=True))
         source = f"{args.checkpoint} ({metadata.preset})"
+    if args.tag_sets:
+        if args.checkpoint is None:
+            return _fail("--tag-sets needs --checkpoint: a tag set belongs to one checkpoint", 2)
+        from app.pipeline.tag_sets import check_tag_sets, load_tag_sets
+        from model.tagset import TagSetError
+
+        try:
+            check_tag_sets(args.checkpoint, args.tag_sets)
+            taught = [(t.tag, t.threshold) for s in load_tag_sets(args.tag_sets) for t in s.tags]
+        except TagSetError as error:
+            return _fail(str(error), 2)
+        vocabulary += taught
+        source += f" with {len(taught)} taught tags"
     tags_of = Vocabulary(tuple(tag for tag, _ in vocabulary))
     try:
         listing = tags_of.listing([t for _, t in vocabulary], args.taxonomy)
@@ -284,7 +321,8 @@ def tags(args: argparse.Namespace) -> int:
         for category in group["categories"]:
             for row in category["tags"]:
                 print(
-                    f"{row['index']}\t{row['id']}\t{row['category']}\t{row['synonym_group']}\t"
+                    f"{row['index']}\t{row.get('id', row['name'])}\t{row['category']}\t"
+                    f"{row['synonym_group']}\t"
                     f"{row['threshold']:.3f}"
                 )
     return 0
@@ -325,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return explain_command.run(args)
     if args.command == "compile":
         return compile_command.run(args)
+    if args.command in ("teach", "retrain"):
+        warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+        run = teach_command.run_teach if args.command == "teach" else teach_command.run_retrain
+        return run(args)
     if args.command in library_commands.COMMANDS:
         return library_commands.run(args)
     return tags(args)

@@ -24,7 +24,12 @@ def tag_settings(args: argparse.Namespace) -> ModelSettings:
     Raises:
         pydantic.ValidationError: a variable or option does not pass its check.
     """
-    given = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision}
+    given = {
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "precision": args.precision,
+        "tag_sets": tuple(getattr(args, "tag_sets", None) or ()) or None,
+    }
     return ModelSettings(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -57,6 +62,7 @@ class TagRunOptions:
     embedding: bool = False
     taxonomy: str | None = None
     synonyms: str | None = None
+    tag_sets: tuple[Path, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: ModelSettings) -> TagRunOptions:
@@ -91,4 +97,5 @@ class TagRunOptions:
             embedding=getattr(args, "embedding", False),
             taxonomy=getattr(args, "taxonomy", None),
             synonyms=getattr(args, "synonyms", None),
+            tag_sets=settings.tag_sets,
         )

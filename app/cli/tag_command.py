@@ -40,9 +40,11 @@ from app.cli.output import (
 )
 from app.pipeline.describe import decision_thresholds
 from app.pipeline.int8 import plan_int8
+from app.pipeline.tag_sets import with_tag_sets
 from app.pipeline.vocabulary import Vocabulary, VocabularyError
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.runtime import Runtime, RuntimeOptions, resolve_device
+from model.tagset import TagSetError
 
 EXIT_OK = 0
 EXIT_FAILED_FILES = 1
@@ -142,7 +144,8 @@ def _load(options: TagRunOptions) -> tuple[Checkpoint, torch.device] | str:
         return f"{error}; use --device cpu"
     try:
         checkpoint = load_checkpoint(options.checkpoint, device=device)
-    except CheckpointError as error:
+        checkpoint = with_tag_sets(checkpoint, options.tag_sets)
+    except (CheckpointError, TagSetError) as error:
         return str(error)
     return checkpoint, device
 

@@ -7,11 +7,12 @@ is the service's problem and never stops a run on local files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.pipeline.defaults import default_checkpoint_path
 
@@ -25,6 +26,11 @@ class ModelSettings(BaseSettings):
     checkpoint: Path = Field(
         default_factory=default_checkpoint_path,
         description="The .safetensors checkpoint to serve.",
+    )
+    tag_sets: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(),
+        description="Tag set files and folders (every .safetensors in a folder) whose taught "
+        "tags are served beside the checkpoint's, separated by ':' (docs/custom-tags.md).",
     )
     device: str = Field(
         default="auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1'."
@@ -45,6 +51,13 @@ class ModelSettings(BaseSettings):
         ge=0,
         description="Intra-op threads for CPU inference; 0 picks one less than the core count.",
     )
+
+    @field_validator("tag_sets", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: paths separated like PATH's
+            return tuple(Path(part) for part in value.split(os.pathsep) if part.strip())
+        return value
 
     @field_validator("device")
     @classmethod

@@ -87,7 +87,10 @@ class Vocabulary:
 
     @property
     def default_synonyms(self) -> Synonyms:
-        return "one" if self.taxonomies else "all"
+        # A single-vocabulary model keeps listing every tag, also with a tag set's (qualified)
+        # tags appended to its bare-named ones.
+        qualified = all(tag.taxonomy is not None for tag in self.tags)
+        return "one" if self.taxonomies and qualified else "all"
 
     def synonyms(self, asked: str | None) -> Synonyms:
         """The synonym rule of a request: what it asked for, or the model's default."""
@@ -164,8 +167,9 @@ class Vocabulary:
         for name in self.taxonomies if taxonomy is None else (taxonomy,):
             members = [i for i in chosen if self.tags[i].taxonomy == name]
             groups.append({"taxonomy": name, "categories": self._categories(members, entries)})
-        if not self.taxonomies:
-            groups.append({"taxonomy": None, "categories": self._categories(chosen, entries)})
+        bare = [i for i in chosen if self.tags[i].taxonomy is None]
+        if bare:  # a single-vocabulary model's tags (tag sets may add qualified ones after)
+            groups.insert(0, {"taxonomy": None, "categories": self._categories(bare, entries)})
         return {"tags": [entries[i] for i in chosen], "taxonomies": groups}
 
     def _categories(

@@ -8,9 +8,11 @@ ready when every batch shape has run once. Requests that arrive during warm-up w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -24,6 +26,7 @@ from app.service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.service.page import router as page_router
 from app.service.problems import install_problem_handlers
 from app.service.ratelimit import RateLimitMiddleware
+from app.service.reload import TagSetReloader
 from app.service.routes import URL_REQUEST_MAX_BYTES, router
 from app.service.settings import Settings
 from app.service.similar import SimilarService
@@ -86,14 +89,23 @@ def create_app(
         await service.start()
         app.state.service = service
         app.state.similar = similar
-        # Unready while draining for shutdown too (see app/service/server.py), not only while
-        # warming up.
-        metrics.ready.set_function(
-            lambda: float(service.ready and not getattr(app.state, "draining", False))
-        )
+
+        def publish_ready(current: TaggingService) -> None:
+            # Unready while draining for shutdown too (see app/service/server.py), not only
+            # while warming up.
+            metrics.ready.set_function(
+                lambda: float(current.ready and not getattr(app.state, "draining", False))
+            )
+
+        publish_ready(service)
+        reloader = _tag_set_reloader(app, settings, metrics, publish_ready, wrap_infer, resolver)
+        stop_watching = _watch_tag_sets(reloader, settings)
         try:
             yield
         finally:
+            stop_watching()
+            service = app.state.service  # a reload may have replaced it
+            similar = app.state.similar
             app.state.service = None
             app.state.similar = None
             if similar is not None:
@@ -145,3 +157,56 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
+
+
+def _tag_set_reloader(
+    app: FastAPI,
+    settings: Settings,
+    metrics: Metrics,
+    on_swap: Callable[[TaggingService], None],
+    wrap_infer: InferWrapper | None,
+    resolver: Resolver | None,
+) -> TagSetReloader:
+    def build() -> TaggingService:
+        return TaggingService(settings, metrics, wrap_infer=wrap_infer, resolver=resolver)
+
+    def rebuild_similar(service: TaggingService) -> SimilarService | None:
+        return None if settings.catalog is None else SimilarService(settings.catalog, service)
+
+    return TagSetReloader(
+        app,
+        build,
+        paths=settings.tag_sets,
+        rebuild_similar=rebuild_similar,
+        on_swap=on_swap,
+    )
+
+
+def _watch_tag_sets(reloader: TagSetReloader, settings: Settings) -> Callable[[], None]:
+    """Reload on SIGHUP, and on changed files every `tag_sets_poll_s`; returns the undo."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(reloader.reload("SIGHUP"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        handles_signal = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        handles_signal = False
+    watcher = None
+    if settings.tag_sets and settings.tag_sets_poll_s > 0:
+        watcher = loop.create_task(reloader.watch(settings.tag_sets_poll_s))
+
+    def stop() -> None:
+        if handles_signal:
+            loop.remove_signal_handler(signal.SIGHUP)
+        if watcher is not None:
+            watcher.cancel()
+        for task in tasks:
+            task.cancel()
+
+    return stop

@@ -66,6 +66,7 @@ class CompilePlan:
     cache: CompileCache
     checkpoint: Path
     int8_recipe_used: bool
+    tag_sets: tuple[Path, ...] = ()
 
 
 def plan_compile(
@@ -77,6 +78,7 @@ def plan_compile(
     checkpoint: Path,
     cache: CompileCache,
     int8: Int8Plan | None,
+    tag_sets: tuple[Path, ...] = (),
 ) -> CompilePlan:
     """The compiled artifact a service with `options` runs (int8 where the plan says so)."""
     recipe = int8.recipe if int8 is not None and int8.use else None
@@ -85,7 +87,7 @@ def plan_compile(
     elif int8 is not None:
         options = int8.fallback(options)
     key = artifact_key(model, device, options, shapes, int8_recipe=recipe)
-    return CompilePlan(options, key, cache, checkpoint, recipe is not None)
+    return CompilePlan(options, key, cache, checkpoint, recipe is not None, tag_sets)
 
 
 class Execution:
@@ -102,6 +104,8 @@ class Execution:
             failed, so that descriptions can be republished.
         int8: The int8 decision; when it is yes, the artifact is int8.
         build_threads: Threads of the build process (0: torch's default).
+        tag_sets: The tag set files `model` was extended by; the build process extends the
+            checkpoint by them too.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class Execution:
         on_switch: Callable[[], None] | None = None,
         int8: Int8Plan | None = None,
         build_threads: int = 0,
+        tag_sets: tuple[Path, ...] = (),
     ) -> None:
         self.mode = options.compile
         self.int8 = int8
@@ -135,6 +140,7 @@ class Execution:
                 checkpoint=checkpoint,
                 cache=cache,
                 int8=int8,
+                tag_sets=tag_sets,
             )
         self._pending = False
         self.compile_error: str | None = None
@@ -219,7 +225,9 @@ class Execution:
 
     def _run_build(self, plan: CompilePlan) -> Artifact:
         """Build `plan`'s artifact in a child process and load it; CompileError if it fails."""
-        command = build_command(plan.checkpoint, plan.key, plan.cache, self.runtime.device)
+        command = build_command(
+            plan.checkpoint, plan.key, plan.cache, self.runtime.device, plan.tag_sets
+        )
         command += ["--nice", str(BUILD_NICENESS), "--threads", str(self._build_threads)]
         started = time.monotonic()
         with self._lock:

@@ -44,6 +44,13 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.tag_set_reloads = Counter(
+            "tagger_tag_set_reloads",
+            "Tag set reloads (SIGHUP or changed files) by outcome: ok, failed (kept serving "
+            "the previous ones).",
+            ["outcome"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             "tagger_request_duration_seconds",
             "Time from request start to response, by endpoint.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
@@ -56,11 +57,17 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def get_service(request: Request) -> TaggingService:
+async def get_service(request: Request) -> AsyncIterator[TaggingService]:
+    """The service a request uses from start to end, even if a tag set reload swaps in another
+    meanwhile (app/service/reload.py): it counts as in flight on this one until it is done."""
     service: TaggingService | None = getattr(request.app.state, "service", None)
     if service is None:
         raise ProblemError(NOT_READY, "the model is not loaded yet", headers={"Retry-After": "1"})
-    return service
+    service.in_flight += 1
+    try:
+        yield service
+    finally:
+        service.in_flight -= 1
 
 
 def get_metrics(request: Request) -> Metrics:

@@ -224,6 +224,12 @@ class Settings(ModelSettings):
     )
 
     # Similarity search (docs/similarity.md).
+    tag_sets_poll_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Check the files TAGGER_TAG_SETS names this often (seconds) and reload the "
+        "tag sets when they change; 0 reloads on SIGHUP only.",
+    )
     catalog: Path | None = Field(
         default=None,
         description="A catalogue built by `tagger index build` (SQLite file), opened read-only "

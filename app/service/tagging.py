@@ -27,6 +27,7 @@ from app.pipeline.describe import (
     window_times,
 )
 from app.pipeline.int8 import plan_int8
+from app.pipeline.tag_sets import with_tag_sets
 from app.pipeline.vocabulary import Vocabulary, VocabularyError, tag_fields
 from app.service.batcher import (
     Batcher,
@@ -76,6 +77,7 @@ from model.compiled import CompileCache
 from model.embedding import EmbeddingSpec, embedding_spec, split_rows, track_embedding
 from model.inference import WindowCutter
 from model.runtime import CPU_MAX_CHUNK, Runtime, RuntimeOptions, resolve_device
+from model.tagset import find_tag_sets
 
 logger = logging.getLogger("tagger.service")
 
@@ -150,6 +152,7 @@ class TaggingService:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.in_flight = 0  # requests using this service (routes.get_service), for reloads
         self.device = resolve_device(settings.device)
         self.torch_threads = resolve_threads(settings.torch_threads)
         self._previous_threads = torch.get_num_threads()
@@ -159,7 +162,10 @@ class TaggingService:
             torch.backends.cudnn.benchmark = True
         logger.info("loading checkpoint %s on %s", settings.checkpoint, self.device)
         loading = time.monotonic()
-        self.checkpoint = load_checkpoint(settings.checkpoint, device=self.device)
+        self.tag_set_files = tuple(find_tag_sets(settings.tag_sets))
+        self.checkpoint = with_tag_sets(
+            load_checkpoint(settings.checkpoint, device=self.device), self.tag_set_files
+        )
         logger.info(
             "loaded %s (%s, %.1fM parameters) in %.1f s",
             self.checkpoint.model_id,
@@ -183,6 +189,7 @@ class TaggingService:
             on_switch=self._publish_model_info,
             int8=self.int8,
             build_threads=self.torch_threads,
+            tag_sets=self.tag_set_files,
         )
         infer: InferFn = self.execution
         self._batcher = Batcher(

@@ -1,0 +1,1 @@
+"""Teaching the tagger new tags from examples: `tagger teach` (docs/custom-tags.md)."""
