@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -82,8 +83,10 @@ def model_digest(model: TaggingModel) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def code_digest(root: Path = MODEL_CODE) -> str:
-    """sha256 of the model package's Python sources."""
+    """sha256 of the model package's Python sources, read once per process: the code this
+    process runs, even if the files change under it (an upgrade in place)."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode())

@@ -73,11 +73,18 @@ def test_model_digest_follows_the_weights_not_their_memory_format() -> None:
     assert model_digest(model) != digest
 
 
-def test_code_digest_covers_the_model_sources(tmp_path: Path) -> None:
-    (tmp_path / "net.py").write_text("x = 1\n")
-    before = code_digest(tmp_path)
-    (tmp_path / "net.py").write_text("x = 2\n")
-    assert code_digest(tmp_path) != before
+def test_code_digest_covers_the_model_sources_as_this_process_loaded_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "net.py").write_text("x = 1\n")
+    (tmp_path / "b" / "net.py").write_text("x = 2\n")
+    first = code_digest(tmp_path / "a")
+    assert code_digest(tmp_path / "b") != first
+    # Read once per process: files changed under a running service do not change its key.
+    (tmp_path / "a" / "net.py").write_text("x = 3\n")
+    assert code_digest(tmp_path / "a") == first
 
 
 def test_a_stored_entry_is_complete_and_checked(tmp_path: Path) -> None:
