@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from training.distill import gate
 from training.distill.data import Split
-from training.distill.promote import FORCED_HEADING, PromotionRefused, promote
+from training.distill.promote import FORCED_HEADING, PromotionRefusedError, promote
 from training.distill.promote import main as promote_main
 from training.distill.report import file_sha256, regression_gate
 from training.distill.teachers import TAG_IDS
@@ -184,7 +184,7 @@ def files(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_a_failed_gate_keeps_the_default(tmp_path: Path, files: tuple[Path, Path, Path]) -> None:
     candidate, default, card = files
     gate_file = _gate_file(tmp_path, candidate, passed=False)
-    with pytest.raises(PromotionRefused, match="mtt track agreement vs v1"):
+    with pytest.raises(PromotionRefusedError, match="mtt track agreement vs v1"):
         promote(candidate, gate_file, default=default, card=card)
     assert default.read_bytes() == b"v2 weights"
     args = ["--candidate", str(candidate), "--gate", str(gate_file), "--default", str(default)]
@@ -223,8 +223,8 @@ def test_a_gate_measured_on_another_file_or_none_is_refused(
     candidate, default, card = files
     gate_file = _gate_file(tmp_path, candidate, passed=True)
     candidate.write_bytes(b"retrained since the gate ran")
-    with pytest.raises(PromotionRefused, match="another file"):
+    with pytest.raises(PromotionRefusedError, match="another file"):
         promote(candidate, gate_file, default=default, card=card)
-    with pytest.raises(PromotionRefused, match="not found"):
+    with pytest.raises(PromotionRefusedError, match="not found"):
         promote(candidate, tmp_path / "missing.json", force=True, default=default, card=card)
     assert default.read_bytes() == b"v2 weights"

@@ -28,7 +28,7 @@ MODEL_CARD = Path("docs/model-card.md")
 FORCED_HEADING = "## Forced replacements"
 
 
-class PromotionRefused(Exception):
+class PromotionRefusedError(Exception):
     """Why the candidate may not become the default."""
 
 
@@ -36,15 +36,15 @@ def gate_verdict(candidate: Path, gate_file: Path) -> tuple[bool, list[str], dic
     """(passed, the failed comparisons as text, the gate document) for `candidate`.
 
     Raises:
-        PromotionRefused: no gate file, or one measured on another file.
+        PromotionRefusedError: no gate file, or one measured on another file.
     """
     if not gate_file.is_file():
-        raise PromotionRefused(
+        raise PromotionRefusedError(
             f"{gate_file} not found: run `python -m training report --candidate {candidate}`"
         )
     document: dict[str, Any] = json.loads(gate_file.read_text())
     if document.get("candidate_sha256") != file_sha256(candidate):
-        raise PromotionRefused(f"{gate_file} was measured on another file than {candidate}")
+        raise PromotionRefusedError(f"{gate_file} was measured on another file than {candidate}")
     failed = [
         f"{c['measure']} vs {c['reference']}: {c['difference']:+.4f} "
         f"[{c['low']:+.4f}, {c['high']:+.4f}]"
@@ -81,11 +81,11 @@ def promote(
     replacement was forced past a failed gate.
 
     Raises:
-        PromotionRefused: the gate failed (without `force`), is missing or is another file's.
+        PromotionRefusedError: the gate failed (without `force`), is missing or is another file's.
     """
     passed, failed, _ = gate_verdict(candidate, gate_file)
     if not passed and not force:
-        raise PromotionRefused(
+        raise PromotionRefusedError(
             f"{candidate} is worse than a reference beyond noise on: {'; '.join(failed)}. "
             "The default was not replaced (FORCE_DEFAULT=1 / --force overrides and records it "
             "in the model card)"
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         forced = promote(
             args.candidate, gate_file, force=args.force, default=args.default, card=args.model_card
         )
-    except PromotionRefused as error:
+    except PromotionRefusedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     note = " (FORCED past a failed gate; recorded in the model card)" if forced else ""

@@ -309,7 +309,7 @@ class Run:
             self.optimizer.step()
             state.step_in_epoch += 1
             state.global_step += 1
-            state.epoch_loss_sum += float(loss)
+            state.epoch_loss_sum += float(loss.detach())
             if state.step_in_epoch % config.checkpoint_every == 0:
                 state.epoch_seconds += time.monotonic() - tick
                 tick = time.monotonic()
@@ -332,11 +332,12 @@ class Run:
         crops = len(plan_epoch(tracks, config.seed * 1000 + state.epoch, config.crops_per_window))
         result = validate(self.model, valid, config)
         state.epoch += 1
-        improved = (
-            result["agreement"] is not None and result["agreement"] > state.best + config.min_delta
-        )
+        # A validation set too small for any tag to reach MIN_POSITIVES (a test's) selects by
+        # its soft BCE instead; a run's validation tracks never change, so neither does this.
+        measure = result["agreement"] if result["agreement"] is not None else -result["bce"]
+        improved = measure > state.best + config.min_delta
         if improved:
-            state.best, state.best_epoch, state.bad_epochs = result["agreement"], state.epoch, 0
+            state.best, state.best_epoch, state.bad_epochs = measure, state.epoch, 0
             torch.save(self.model.state_dict(), self.directory / "best.pt")
         else:
             state.bad_epochs += 1
