@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.q2l import Query2Label
 from model.zoo import build_model, config_for
 from training.distill.crops import crop_target, load_tracks, plan_epoch
 from training.distill.patches import (
@@ -111,6 +112,7 @@ def test_the_student_reads_the_cached_log_mel_as_it_reads_the_waveform(cache: Pa
     [valid] = load_tracks(cache, "valid", CHOICES)
     waveform = torch.from_numpy(np.load(cache / valid.source_id / "windows.npy")[:1] / 32767.0)
     model = build_model("q2l-small", config_for("q2l-small", {"n_classes": 100})).eval()
+    assert isinstance(model, Query2Label)
     crop = torch.from_numpy(np.asarray(valid.mel[:WINDOW_FRAMES], dtype=np.float32).T)
     with torch.inference_mode():
         direct = model(waveform.float())

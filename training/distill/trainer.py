@@ -12,7 +12,8 @@ best epoch by validation agreement (v2's measure: macro ROC-AUC against teacher 
 ground truth, over the tags with at least 10 positive windows) is kept in `best.pt`. The
 learning rate halves after `lr_patience` epochs without improvement; training stops after
 `patience` such epochs (or `max_epochs`) and exports the best epoch with thresholds calibrated
-on validation to `model.safetensors`.
+on validation to `model.safetensors`. An epoch whose training set grew since the previous one
+(labelling still running) never counts against patience.
 
 `last.pt` is written every `checkpoint_every` steps and after each epoch, so a killed run (a
 session's end) loses at most those steps: `--resume` continues the same epoch's crops.
@@ -202,6 +203,7 @@ class RunState:
     epoch_loss_sum: float = 0.0
     epoch_seconds: float = 0.0
     valid_sources: list[str] = field(default_factory=list)
+    last_epoch_tracks: int = 0
     done: bool = False
 
 
@@ -305,7 +307,7 @@ class Run:
             ).mean(dim=1)
             loss = (losses * batch.weights).sum() / len(losses)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             state.step_in_epoch += 1
             state.global_step += 1
@@ -339,10 +341,13 @@ class Run:
         if improved:
             state.best, state.best_epoch, state.bad_epochs = measure, state.epoch, 0
             torch.save(self.model.state_dict(), self.directory / "best.pt")
-        else:
+        elif len(tracks) <= state.last_epoch_tracks:
             state.bad_epochs += 1
             if state.bad_epochs % config.lr_patience == 0:
                 state.lr_scale /= 2
+        # else: the training set grew since the last epoch (labelling still running): an epoch
+        # without improvement then says nothing about the run, so patience waits.
+        state.last_epoch_tracks = len(tracks)
         frames = sum(t.mel.shape[0] for t in tracks)
         row = {
             "epoch": state.epoch,
@@ -379,7 +384,9 @@ class Run:
             raise SystemExit(f"{self.directory}: no finished epoch yet, nothing to export")
         torch.set_num_threads(self.config.threads)
         self.model.load_state_dict(torch.load(self.directory / "best.pt", weights_only=True))
-        valid = self._valid()
+        # Every validation track labelled by now (the run may have started before the renders
+        # were): thresholds need as many positives, voices and instruments included, as exist.
+        valid = EvalSet(load_tracks(Path(self.config.cache), "valid", self.choices))
         result = validate(self.model, valid, self.config)
         thresholds, uncalibrated = calibrate_thresholds(
             valid.agreement_labels(),
