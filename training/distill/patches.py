@@ -57,7 +57,7 @@ from training.distill.cache import (
     _save,
     read_index,
 )
-from training.distill.corpus import Source, music_sources, render_sources
+from training.distill.corpus import Source, _source_id, music_sources, render_sources
 from training.distill.teachers import TEACHERS, Teacher, needed_teachers, read_choice, teacher_file
 
 _STUDENT = preset_config(STUDENT_PRESET)
@@ -202,6 +202,57 @@ def label_patches(
     return labelled
 
 
+def _durations(music_dir: Path, render_dir: Path) -> dict[str, float]:
+    """Seconds of audio per source id, from the fetch and render manifests."""
+    seconds: dict[str, float] = {}
+    for directory, kind, key in (
+        (music_dir, "music", "local_path"),
+        (render_dir, "render", "path"),
+    ):
+        manifest = directory / "manifest.jsonl"
+        if manifest.is_file():
+            for line in manifest.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    seconds[_source_id(kind, row[key])] = float(row.get("duration_s", 0.0))
+    return seconds
+
+
+def plan(
+    music_dir: Path,
+    render_dir: Path,
+    cache: Path,
+    splits: Sequence[str],
+    teacher_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Per split: sources, hours, and the teacher passes (one teacher on one window) still to
+    do with the named teachers; counted from the manifests' durations, nothing is decoded."""
+    chosen = [t for t in TEACHERS if teacher_names is None or t.name in teacher_names]
+    seconds = _durations(music_dir, render_dir)
+    sources = [
+        s for s in music_sources(music_dir) + render_sources(render_dir) if s.split in splits
+    ]
+    lines = []
+    for split in splits:
+        members = [s for s in sources if s.split == split]
+        total = passes = 0
+        for source in members:
+            n_samples = round(seconds.get(source.source_id, 0.0) * SAMPLE_RATE)
+            rows = len(patch_starts(n_samples))
+            if split != TRAIN_SPLIT:
+                rows = len(eval_rows(rows, MAX_VALID_WINDOWS if split == "valid" else None))
+            folder = cache / source.source_id
+            missing = [t for t in chosen if not _scores_file(folder, t, source).is_file()]
+            total += rows
+            passes += rows * len(missing)
+        hours = sum(seconds.get(s.source_id, 0.0) for s in members) / 3600
+        lines.append(
+            f"{split}: {len(members)} sources, {hours:.2f} h, {total} labelled rows, "
+            f"{passes} teacher passes to do with {[t.name for t in chosen]}"
+        )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Log-mels and teacher scores of every patch")
     parser.add_argument("--music", type=Path, default=Path("data/music"))
@@ -227,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only the teachers the recorded choice needs (run choose-teachers first)",
     )
+    parser.add_argument(
+        "--plan", action="store_true", help="only count the work left (from the manifests)"
+    )
     args = parser.parse_args(argv)
     try:
         names = (
@@ -235,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}")
         return 2
+    if args.plan:
+        print("\n".join(plan(args.music, args.rendered, args.cache, args.splits, names)))
+        return 0
     label_patches(args.music, args.rendered, args.cache, args.splits, names, args.threads)
     return 0
 
