@@ -23,6 +23,7 @@ from training.distill.patches import (
     eval_rows,
     label_patches,
     patch_starts,
+    plan,
 )
 from training.distill.trainer import DistillConfig, Run
 
@@ -74,7 +75,10 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]:
         (music / package).mkdir(parents=True)
         _tone(music / package / "track.flac", seconds, freq)
-        rows.append({"package": package, "local_path": f"{package}/track.flac", "licence": "GPL"})
+        local = f"{package}/track.flac"
+        rows.append(
+            {"package": package, "local_path": local, "licence": "GPL", "duration_s": seconds}
+        )
     (music / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cache = root / "cache"
     teachers = ["mtt_vgg", "msd_vgg"]
@@ -97,6 +101,16 @@ def test_the_cache_keeps_every_patch_of_training_tracks_and_the_windows_of_valid
     folder = cache / valid.source_id
     assert np.load(folder / "windows.npy").shape == (2, 59049)  # what `report` scores
     assert np.load(folder / "teacher-mtt_vgg.npy").shape == (2, 50)
+
+
+def test_the_plan_counts_what_is_left_from_the_manifests(cache: Path) -> None:
+    music = cache.parent / "music"
+    train, valid = plan(music, cache.parent / "none", cache, ["train", "valid"])
+    # Both vgg teachers are done; both musicnn ones are left: 6 + 18 patches, 2 windows.
+    assert train.startswith("train: 2 sources, 0.01 h, 24 labelled rows, 48 teacher passes")
+    assert valid.startswith("valid: 1 sources, 0.00 h, 2 labelled rows, 4 teacher passes")
+    [done] = plan(music, cache.parent / "none", cache, ["train"], ["mtt_vgg", "msd_vgg"])
+    assert "24 labelled rows, 0 teacher passes" in done
 
 
 def test_patch_scores_are_the_teachers_own_on_that_window(cache: Path) -> None:
