@@ -103,18 +103,22 @@ def test_the_gate_fails_when_any_comparison_regresses() -> None:
     assert "**worse**" in "\n".join(gate.markdown(failed))
 
 
-def _split(n_tracks: int) -> Split:
+TRUTH_TAGS = ("mtt/piano", "mtt/choir", "msd/instrumental", "mtt/fast")  # one per group
+
+
+def _split(n_tracks: int, truth_tags: tuple[str, ...] = TRUTH_TAGS) -> Split:
     """Real-music tracks (2 windows each) whose chosen teacher finds guitar on the first half
-    and rock on every third; then 20 render windows of 10 pieces with known piano."""
+    and rock on every third; then 20 render windows of 10 pieces with known `truth_tags`."""
     rng = np.random.default_rng(0)
-    guitar, rock, piano = (TAG_IDS.index(t) for t in ("mtt/guitar", "msd/rock", "mtt/piano"))
+    guitar, rock = TAG_IDS.index("mtt/guitar"), TAG_IDS.index("msd/rock")
     windows = 2 * n_tracks
     teacher = np.full((windows + 20, N_TAGS), 0.05, dtype=np.float32)
     teacher[:n_tracks, guitar] = 0.9
     teacher[:windows:3, rock] = 0.9
     labels = -np.ones((windows + 20, N_TAGS), dtype=np.int8)
-    labels[windows:, piano] = np.tile([1, 0], 10)
-    teacher[windows:, piano] = rng.random(20)
+    for tag in truth_tags:
+        labels[windows:, TAG_IDS.index(tag)] = np.tile([1, 0], 10)
+        teacher[windows:, TAG_IDS.index(tag)] = rng.random(20)
     sources = [f"m{k // 2}" for k in range(windows)] + [f"r{k // 2}" for k in range(20)]
     return Split(
         windows=np.zeros((windows + 20, 4), np.int16),
@@ -126,12 +130,18 @@ def _split(n_tracks: int) -> Split:
     )
 
 
-def test_the_report_gate_compares_every_measure_with_the_default_and_the_mtt_ones_with_v1() -> None:
-    split = _split(30)
+def _models(split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A model that reproduces the teacher and the truth, a random one, and v1 (random, no MSD)."""
     good = np.where(split.labels >= 0, split.labels, split.teacher).astype(np.float32)
     noise = np.random.default_rng(2).random(good.shape).astype(np.float32)
     v1 = noise.copy()
     v1[:, 50:] = np.nan  # v1 has no MSD tags
+    return good, noise, v1
+
+
+def test_the_report_gate_compares_every_measure_with_the_default_and_the_mtt_ones_with_v1() -> None:
+    split = _split(30)
+    good, noise, v1 = _models(split)
     result = regression_gate(split, good, {"default": noise, "v1": v1}, rounds=100)
     measures = {(c.measure, c.reference) for c in result.comparisons}
     assert measures == {
@@ -140,13 +150,29 @@ def test_the_report_gate_compares_every_measure_with_the_default_and_the_mtt_one
         ("msd track agreement", "default"),
         ("instruments ground truth", "default"),
         ("instruments ground truth", "v1"),
+        ("voice ground truth", "default"),
+        ("voice ground truth", "v1"),
+        ("msd ground truth", "default"),
+        ("other ground truth", "default"),
+        ("other ground truth", "v1"),
     }
+    assert result.unmeasured == ()
     assert result.passed
     worse = regression_gate(split, noise, {"default": good, "v1": v1}, rounds=100)
     assert not worse.passed
     assert ("mtt track agreement", "default") in {
         (c.measure, c.reference) for c in worse.regressions
     }
+
+
+def test_a_measure_the_test_split_cannot_make_fails_the_gate() -> None:
+    split = _split(30, truth_tags=("mtt/piano", "mtt/choir", "mtt/fast"))  # no MSD truth
+    good, noise, v1 = _models(split)
+    result = regression_gate(split, good, {"default": noise, "v1": v1}, rounds=50)
+    assert result.regressions == []
+    assert result.unmeasured == ("msd ground truth vs default",)
+    assert not result.passed
+    assert not gate.GateResult(()).passed  # nothing compared proves nothing
 
 
 def _gate_file(tmp_path: Path, candidate: Path, passed: bool) -> Path:
@@ -227,4 +253,20 @@ def test_a_gate_measured_on_another_file_or_none_is_refused(
         promote(candidate, gate_file, default=default, card=card)
     with pytest.raises(PromotionRefusedError, match="not found"):
         promote(candidate, tmp_path / "missing.json", force=True, default=default, card=card)
+    assert default.read_bytes() == b"v2 weights"
+
+
+def test_a_gate_with_an_unmeasured_measure_is_refused(
+    tmp_path: Path, files: tuple[Path, Path, Path]
+) -> None:
+    candidate, default, card = files
+    gate_file = _gate_file(tmp_path, candidate, passed=True)
+    document = json.loads(gate_file.read_text())
+    gate_file.write_text(
+        json.dumps({**document, "passed": False, "unmeasured": ["voice ground truth vs default"]})
+    )
+    with pytest.raises(
+        PromotionRefusedError, match="voice ground truth vs default: not measurable"
+    ):
+        promote(candidate, gate_file, default=default, card=card)
     assert default.read_bytes() == b"v2 weights"

@@ -160,11 +160,16 @@ def compare(
 
 @dataclass(frozen=True)
 class GateResult:
+    """Every comparison made, and the measures that could not be made (no tag measurable on
+    the held-out data): an unmeasured measure fails the gate, as nothing proves it did not
+    regress."""
+
     comparisons: tuple[Comparison, ...]
+    unmeasured: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return not any(c.regression for c in self.comparisons)
+        return bool(self.comparisons) and not self.unmeasured and not self.regressions
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -177,6 +182,7 @@ class GateResult:
             "candidate - reference (tracks resampled) is below 0 on any measure",
             "rounds": BOOTSTRAP_ROUNDS,
             "comparisons": [c.to_json() for c in self.comparisons],
+            "unmeasured": list(self.unmeasured),
         }
 
 
@@ -194,6 +200,7 @@ def markdown(result: GateResult) -> list[str]:
             f"| {c.difference:+.4f} | [{c.low:+.4f}, {c.high:+.4f}] | {c.tags} | {c.tracks} | "
             f"{verdict} |"
         )
+    lines += [f"| {measure} | | | | | | | | **not measurable** |" for measure in result.unmeasured]
     return lines
 
 

@@ -50,7 +50,7 @@ def gate_verdict(candidate: Path, gate_file: Path) -> tuple[bool, list[str], dic
         f"[{c['low']:+.4f}, {c['high']:+.4f}]"
         for c in document["comparisons"]
         if c["regression"]
-    ]
+    ] + [f"{measure}: not measurable" for measure in document.get("unmeasured", [])]
     return bool(document["passed"]) and not failed, failed, document
 
 

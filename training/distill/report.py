@@ -87,27 +87,39 @@ def regression_gate(
     """The candidate's (N, 100) scores against each reference's on the held-out split: track
     agreement per vocabulary (tags with >= MIN_TRACK_POSITIVES positive tracks) and ground
     truth per group (tags with >= MIN_TRUTH_WINDOWS positive and negative windows). A
-    reference with no scores for a measure's tags (v1 and the MSD tags) is not compared there.
+    reference with no scores for a measure's tags (v1 and the MSD tags) is not compared there;
+    a measure with no measurable tag is listed as unmeasured, which fails the gate.
     """
-    comparisons = []
+    comparisons: list[gate.Comparison] = []
+    unmeasured: list[str] = []
+
+    def add(measure: str, name: str, labels: np.ndarray, *scores_and_tracks: np.ndarray) -> None:
+        try:
+            comparisons.append(
+                gate.compare(measure, name, labels, *scores_and_tracks, rounds=rounds)
+            )
+        except ValueError:  # no kept tag has both classes
+            unmeasured.append(f"{measure} vs {name}")
+
     for taxonomy in TAXONOMIES:
         columns = taxonomy_columns(taxonomy)
         labels, candidate_tracks, tracks = _track_rows(split, candidate, columns)
         keep = gate.select_tags(labels, MIN_TRACK_POSITIVES)
         for name, values in references.items():
-            if np.isnan(values[:, columns]).all() or not keep:
+            if np.isnan(values[:, columns]).all():
+                continue  # v1 has no MSD tags
+            measure = f"{taxonomy} track agreement"
+            if not keep:
+                unmeasured.append(f"{measure} vs {name}")
                 continue
             _, reference_tracks, _ = _track_rows(split, values, columns)
-            comparisons.append(
-                gate.compare(
-                    f"{taxonomy} track agreement",
-                    name,
-                    labels[:, keep],
-                    candidate_tracks[:, keep],
-                    reference_tracks[:, keep],
-                    tracks,
-                    rounds=rounds,
-                )
+            add(
+                measure,
+                name,
+                labels[:, keep],
+                candidate_tracks[:, keep],
+                reference_tracks[:, keep],
+                tracks,
             )
     for group, ids in truth_groups().items():
         group_columns = gate.columns_of(TAG_IDS, ids)
@@ -115,24 +127,23 @@ def regression_gate(
         keep = [
             group_columns[k] for k in gate.select_tags(truth, MIN_TRUTH_WINDOWS, negatives=True)
         ]
-        if not keep:
-            continue
-        rows = (split.labels[:, keep] >= 0).any(axis=1)
+        rows = (split.labels[:, keep] >= 0).any(axis=1) if keep else np.zeros(len(split), bool)
         for name, values in references.items():
-            if np.isnan(values[:, keep]).all():
+            if np.isnan(values[:, group_columns]).all():
+                continue  # v1 has no MSD tags
+            measure = f"{group} ground truth"
+            if not keep:
+                unmeasured.append(f"{measure} vs {name}")
                 continue
-            comparisons.append(
-                gate.compare(
-                    f"{group} ground truth",
-                    name,
-                    split.labels[rows][:, keep],
-                    candidate[rows][:, keep],
-                    values[rows][:, keep],
-                    split.source_ids[rows],
-                    rounds=rounds,
-                )
+            add(
+                measure,
+                name,
+                split.labels[rows][:, keep],
+                candidate[rows][:, keep],
+                values[rows][:, keep],
+                split.source_ids[rows],
             )
-    return gate.GateResult(tuple(comparisons))
+    return gate.GateResult(tuple(comparisons), tuple(unmeasured))
 
 
 def run_gate(args: argparse.Namespace) -> int:
@@ -167,8 +178,10 @@ def run_gate(args: argparse.Namespace) -> int:
     if result.passed:
         print(f"gate passed ({gate_json})")
         return 0
-    worse = ", ".join(f"{c.measure} vs {c.reference}" for c in result.regressions)
+    worse = ", ".join(f"{c.measure} vs {c.reference}" for c in result.regressions) or "nothing"
     print(f"gate FAILED: the candidate is worse beyond noise on {worse} ({gate_json})")
+    if result.unmeasured:
+        print(f"gate FAILED: not measurable on this test split: {', '.join(result.unmeasured)}")
     return 1
 
 
