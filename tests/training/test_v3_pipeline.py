@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.q2l import Query2Label
 from model.zoo import build_model, config_for
+from training.cli import main
 from training.distill.crops import crop_target, load_tracks, plan_epoch
 from training.distill.patches import (
     EVAL_STRIDE,
@@ -63,8 +66,8 @@ def _tone(path: Path, seconds: float, freq: float) -> None:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two training tracks (9 s, 20 s), one validation track (9 s), labelled by both vgg
-    teachers; the recorded choice is theirs."""
+    """Two training tracks (9 s, 20 s), one validation and one test track (9 s each), labelled
+    by both vgg teachers; the recorded choice is theirs."""
     root = tmp_path_factory.mktemp("v3")
     music = root / "music"
     rows = []
@@ -72,6 +75,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("wesnoth-1.16-music", 9.0, 440.0),
         ("naev-data", 20.0, 220.0),
         ("xmoto-data", 9.0, 330.0),
+        ("singularity-music", 9.0, 550.0),
     ]:
         (music / package).mkdir(parents=True)
         _tone(music / package / "track.flac", seconds, freq)
@@ -82,8 +86,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (music / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cache = root / "cache"
     teachers = ["mtt_vgg", "msd_vgg"]
-    assert label_patches(music, root / "none", cache, ["valid", "train"], teachers, 1) == 3
-    assert label_patches(music, root / "none", cache, ["valid", "train"], teachers, 1) == 0
+    splits = ["valid", "train", "test"]
+    assert label_patches(music, root / "none", cache, splits, teachers, 1) == 4
+    assert label_patches(music, root / "none", cache, splits, teachers, 1) == 0
     (cache / "teachers.json").write_text(json.dumps({"choices": CHOICES}))
     return cache
 
@@ -171,3 +176,28 @@ def test_a_run_resumes_where_it_stopped_and_exports_its_best_epoch(
     assert exported.metadata.provenance["training_data"]["teachers"]["mtt"] == "MTT_vgg"
     with pytest.raises(SystemExit, match="--resume"):
         Run.create(tmp_path / "run", config)
+
+
+def test_a_test_split_too_small_to_measure_fails_the_gate_and_keeps_the_default(
+    cache: Path, tmp_path: Path
+) -> None:
+    weights = Path("model/weights")
+    default = tmp_path / "default.safetensors"
+    shutil.copyfile(weights / "default.safetensors", default)
+    candidate = weights / "default-v1.safetensors"
+    gate_json = tmp_path / "gate.json"
+    args = ["--cache", str(cache), "--candidate", str(candidate), "--student", str(default)]
+    status = main(["report", *args, "--v1", str(candidate), "--gate-json", str(gate_json)])
+    assert status == 1
+    document = json.loads(gate_json.read_text())
+    assert document["passed"] is False
+    assert document["candidate_sha256"] == hashlib.sha256(candidate.read_bytes()).hexdigest()
+    # One 9 s test track: no tag has 5 positive tracks, and no render brings ground truth.
+    assert "mtt track agreement vs default" in document["unmeasured"]
+    assert "voice ground truth vs default" in document["unmeasured"]
+    before = default.read_bytes()
+    promote = ["promote", "--candidate", str(candidate), "--gate", str(gate_json)]
+    assert (
+        main([*promote, "--default", str(default), "--model-card", str(tmp_path / "card.md")]) == 1
+    )
+    assert default.read_bytes() == before
