@@ -183,7 +183,12 @@ def label_patches(
     print(f"{len(sources)} sources in {list(splits)}, {len(todo)} to label", flush=True)
     if not todo:
         return 0
-    teachers = {teacher: load_checkpoint(teacher.weights).model.eval() for teacher in chosen}
+    # channels_last: the vgg teachers ran 1.5x faster on one CPU thread with the same outputs
+    # (max |difference| 4e-7 of the probabilities; 2026-12-07, batch 16); musicnn: no change.
+    teachers = {
+        teacher: load_checkpoint(teacher.weights).model.eval().to(memory_format=torch.channels_last)
+        for teacher in chosen
+    }
     frontend = MelFrontEnd(_STUDENT.audio, _STUDENT.mel).eval()  # type: ignore[attr-defined]
     started = time.perf_counter()
     labelled = 0
