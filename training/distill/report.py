@@ -193,10 +193,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def student_name(checkpoint: Checkpoint) -> str:
+    """How the report names the default: "v3 student" for a `train-distill` export, else v2."""
+    recipe = checkpoint.metadata.provenance.get("recipe", {})
+    return "v3 student" if recipe.get("version") == "v3" else STUDENT
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     choice = read_choice(args.cache)
     test, valid = load_split(args.cache, "test"), load_split(args.cache, "valid")
-    checkpoints = {STUDENT: load_checkpoint(args.student)}
+    default = load_checkpoint(args.student)
+    label = student_name(default)
+    checkpoints = {label: default}
     if args.v1 is not None and args.v1.is_file():
         checkpoints[V1] = load_checkpoint(args.v1)
     if args.baseline is not None:
@@ -214,7 +222,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for taxonomy in TAXONOMIES
     }
     truth = ground_truth(test, {**scores, **teacher_scores(test)})
-    student = checkpoints[STUDENT]
+    student = default
     valid_scores = score_split(student.model, valid)
     stability = threshold_stability(
         valid.agreement_labels(),
@@ -235,6 +243,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
         "teachers": choice,
+        "student": label,
         "test": {
             "music_windows": int((test.kinds == "music").sum()),
             "render_windows": int((test.kinds == "render").sum()),
@@ -264,6 +273,7 @@ def _fmt(value: float | None) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
+    student = data.get("student", STUDENT)
     lines = [
         "# Default model: evaluation report",
         "",
@@ -345,12 +355,12 @@ def render(data: dict[str, Any]) -> str:
         "",
         "Windows (59,049 samples) per second, fp32 eager, batch 32, same threads, same run.",
         "",
-        "| model | windows/s | vs v2 student |",
+        f"| model | windows/s | vs {student} |",
         "|---|---|---|",
     ]
     speed = data["speed_windows_per_second"]
     for name, value in speed.items():
-        lines.append(f"| {name} | {value:.1f} | {value / speed[STUDENT]:.2f}x |")
+        lines.append(f"| {name} | {value:.1f} | {value / speed[student]:.2f}x |")
     thresholds = data["thresholds"]
     stability = thresholds["stability"]["per_tag"]
     lines += [
