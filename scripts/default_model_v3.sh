@@ -53,10 +53,10 @@ label_train() {
 train() {
     while [ ! -f data/v3/teachers.json ]; do sleep 60; done
     if [ -f "$RUN/last.pt" ]; then
-        "${PY[@]}" -m training train-distill --resume "$RUN"
+        "${PY[@]}" -m training train-distill --resume "$RUN" --wait-for-data
     else
         "${PY[@]}" -m training train-distill --config training/experiments/default-model-v3.toml \
-            --out "$RUN"
+            --out "$RUN" --wait-for-data
     fi
 }
 

@@ -272,8 +272,9 @@ class Run:
             return EvalSet(tracks)
         return EvalSet(load_tracks(cache, "valid", self.choices, self.state.valid_sources))
 
-    def train(self, max_seconds: float | None = None) -> None:
-        """Train epoch after epoch until patience runs out, `max_epochs`, or `max_seconds`."""
+    def train(self, max_seconds: float | None = None, wait_for_data: bool = False) -> None:
+        """Train epoch after epoch until patience runs out, `max_epochs`, or `max_seconds`;
+        with `wait_for_data`, wait for a first labelled training track instead of failing."""
         torch.set_num_threads(self.config.threads)
         valid = self._valid()
         cache = Path(self.config.cache)
@@ -281,6 +282,10 @@ class Run:
         while not self.state.done:
             if self.state.step_in_epoch == 0:
                 tracks = load_tracks(cache, "train", self.choices)
+                if not tracks and wait_for_data:
+                    log.info("no training track has the chosen teachers' scores yet: waiting")
+                    time.sleep(300)
+                    continue
                 if not tracks:
                     raise SystemExit(f"no labelled training tracks in {cache}: run label-patches")
                 self.state.epoch_sources = [t.source_id for t in tracks]
@@ -443,6 +448,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop (resumably) after this long"
     )
+    parser.add_argument(
+        "--wait-for-data",
+        action="store_true",
+        help="wait for labelled training tracks instead of failing (labelling still running)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_flush_denormal(True)
@@ -455,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.export:
         run.export()
         return 0
-    run.train(None if args.max_minutes is None else args.max_minutes * 60)
+    run.train(None if args.max_minutes is None else args.max_minutes * 60, args.wait_for_data)
     return 0
 
 
