@@ -42,9 +42,14 @@ label_valid_test() {
 label_train() {
     wait_for "training fetch-music"
     if [ ! -f data/v3/teachers.json ]; then
-        # v2's recorded choice (MTT: mean of MTT_musicnn and MTT_vgg; MSD: MSD_vgg).
+        # v2's recorded choice (MTT: mean of MTT_musicnn and MTT_vgg; MSD: MSD_vgg), until the
+        # v3 choice exists: then the renders (ground truth) join, labelled with the chosen ones.
         "${PY[@]}" -m training label-patches --cache data/v3 --splits train --threads 1 \
-            --teachers mtt_musicnn mtt_vgg msd_vgg
+            --teachers mtt_musicnn mtt_vgg msd_vgg &
+        local pid=$!
+        while kill -0 "$pid" 2>/dev/null && [ ! -f data/v3/teachers.json ]; do sleep 60; done
+        kill "$pid" 2>/dev/null || true  # a source in progress keeps its finished teachers
+        wait "$pid" || true
     fi
     while [ ! -f data/v3/teachers.json ]; do sleep 60; done
     "${PY[@]}" -m training label-patches --cache data/v3 --splits train --threads 1 --chosen
