@@ -245,6 +245,16 @@ class Query2Label(TaggingModel):
         mel = self.frontend(waveform)  # (B, T) -> (B, 1, 128 mels, 231 frames)
         return self.backbone(mel)  # -> (B, C, 4, 8): each block halves both axes
 
+    def forward_log_mel(self, log_mel: Tensor) -> Tensor:
+        """Logits from an un-normalised log-mel, `frontend.log_mel`'s output: (B, n_mels,
+        frames) -> (B, n_classes).
+
+        Training reads log-mels computed once per track and crops them, so an epoch costs no
+        STFT; `forward(w)` is `forward_log_mel(frontend.log_mel(w))`.
+        """
+        mel = self.frontend.bn(log_mel.float().unsqueeze(1))  # -> (B, 1, n_mels, frames)
+        return self._logits(*self._tokens_from(self.backbone(mel)))
+
     def _tokens_from(self, features: Tensor) -> tuple[Tensor, Tensor]:
         features = self.dense(features)  # (B, C, 4, 8) -> (B, C, 4, 8), 1×1 convolutions
         features = self.input_proj(features)  # -> (B, d_model, 4, 8)

@@ -237,6 +237,17 @@ PACKAGES: dict[str, PackageSpec] = {
         min_duration_s=5.0,
         include=("data/core/menu/music/*", "techs/megapack/factions/*/music/*"),
     ),
+    # Added for the default model v3 (issue 32). Five tracks of music on hold (electronic,
+    # lounge), 0.31 h; debian/copyright (not machine-readable) grants CC-BY-SA-3.0 by the
+    # authors' permission. Recorded at 8 kHz, so the teachers hear nothing above 4 kHz: train
+    # split only, never a measure of the student.
+    "asterisk-moh-opsound-wav": PackageSpec(
+        "usr/share/asterisk/moh", "CC-BY-SA-3.0 (Macroform, Manolo Camp, Reno Project)"
+    ),
+    # LinCity-NG's three tracks (a blues among them), about 9 min; debian/copyright: GPL-2+.
+    "lincity-ng-data": PackageSpec(
+        "usr/share/games/lincity-ng/music", "GPL-2+", min_duration_s=5.0
+    ),
 }
 assert not RESERVED_PACKAGES & PACKAGES.keys(), "a reserved package is among the fetched ones"
 

@@ -13,7 +13,11 @@ train             one run (paper's recipe by default; --config for a TOML/JSON f
 evaluate          a checkpoint or run on one split: macro ROC/PR-AUC and a per-tag table
 export            a run's best model -> service checkpoint (calibrated thresholds)
 compare           several models × seeds with one recipe -> results table and plot
-report            the default model's report (teacher agreement, rendered-audio AUCs)
+report            the default model's report (teacher agreement, rendered-audio AUCs);
+                  --candidate: the regression gate against the default and v1
+label-patches     v3: whole-track log-mels + teacher scores every quarter window (data/v3)
+train-distill     v3: random crops of every track, until validation stops improving
+promote           a candidate -> model/weights/default.safetensors, only if the gate passed
 """
 
 from __future__ import annotations

@@ -32,6 +32,24 @@ def _label(argv: Sequence[str]) -> int | None:
     return main(argv)
 
 
+def _label_patches(argv: Sequence[str]) -> int | None:
+    from training.distill.patches import main
+
+    return main(argv)
+
+
+def _train_distill(argv: Sequence[str]) -> int | None:
+    from training.distill.trainer import main
+
+    return main(argv)
+
+
+def _promote(argv: Sequence[str]) -> int | None:
+    from training.distill.promote import main
+
+    return main(argv)
+
+
 def _choose_teachers(argv: Sequence[str]) -> int | None:
     from training.distill.choose import main
 
@@ -48,11 +66,26 @@ STEPS: dict[str, tuple[Callable[[Sequence[str]], int | None], str]] = {
     "fetch-music": (_fetch_music, "fetch DFSG-free music from Debian packages into data/music"),
     "render": (_render, "render music21 scores with GM programs into labelled audio"),
     "label": (_label, "cache audio windows and the four teachers' scores (data/distill)"),
+    "label-patches": (
+        _label_patches,
+        "v3: log-mels of whole tracks and teacher scores every quarter window (data/v3)",
+    ),
     "choose-teachers": (
         _choose_teachers,
         "per vocabulary, one teacher or the mean of two, chosen on validation ground truth",
     ),
-    "report": (_report, "the default model's report: teacher agreement and rendered-audio AUCs"),
+    "train-distill": (
+        _train_distill,
+        "v3: train on random crops of every track until validation stops improving",
+    ),
+    "report": (
+        _report,
+        "the default model's report; with --candidate, the regression gate against it and v1",
+    ),
+    "promote": (
+        _promote,
+        "copy a candidate into model/weights/default.safetensors if it passed the gate",
+    ),
 }
 
 

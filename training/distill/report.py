@@ -4,6 +4,15 @@
         [--v1 model/weights/default-v1.safetensors]
         [--baseline runs/distill-rescnn/model.safetensors]
 
+    python -m training report --candidate runs/v3-q2l-small/model.safetensors
+        [--gate-json runs/v3-q2l-small/gate.json] [--cache data/v3]
+
+With `--candidate` it is the regression gate instead (`training.distill.gate`): the candidate
+against the current default (`--student`) on MTT and MSD track agreement with the chosen
+teachers on held-out real music and on every ground-truth group, and against v1 on the MTT
+ones; it writes the comparisons to `--gate-json` and exits 1 when the candidate is worse than
+either beyond noise. `promote` reads that file.
+
 Everything is measured on sources never used in training, validation or calibration (the test
 split: whole packages and whole pieces held out), except the threshold bootstrap, which is
 about the validation windows the thresholds were calibrated on. The per-tag figures behind
@@ -14,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import platform
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +35,9 @@ import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
+from training.distill import gate
 from training.distill.choose import MIN_TRUTH_WINDOWS
-from training.distill.data import MIN_POSITIVES, TEACHER_POSITIVE, load_split, score_split
+from training.distill.data import MIN_POSITIVES, TEACHER_POSITIVE, Split, load_split, score_split
 from training.distill.evaluation import (
     MIN_TRACK_POSITIVES,
     agreement,
@@ -33,6 +45,7 @@ from training.distill.evaluation import (
     taxonomy_columns,
     teacher_scores,
     threshold_stability,
+    track_means,
     truth_groups,
     windows_per_second,
 )
@@ -53,10 +66,145 @@ def _as_two_vocabulary(checkpoint: Checkpoint, scores: np.ndarray) -> np.ndarray
     return full
 
 
+CANDIDATE, DEFAULT = "candidate", "default"
+
+
+def _track_rows(split: Split, scores: np.ndarray, columns: slice) -> tuple[np.ndarray, ...]:
+    """Track-level agreement rows on real music: (labels, scores, track ids), one per track."""
+    music = split.kinds == "music"
+    tracks = split.source_ids[music]
+    teacher = track_means(split.teacher[music][:, columns], tracks)
+    labels = (teacher >= TEACHER_POSITIVE).astype(np.int8)
+    return labels, track_means(scores[music][:, columns], tracks), np.unique(tracks)
+
+
+def regression_gate(
+    split: Split,
+    candidate: np.ndarray,
+    references: dict[str, np.ndarray],
+    rounds: int = gate.BOOTSTRAP_ROUNDS,
+) -> gate.GateResult:
+    """The candidate's (N, 100) scores against each reference's on the held-out split: track
+    agreement per vocabulary (tags with >= MIN_TRACK_POSITIVES positive tracks) and ground
+    truth per group (tags with >= MIN_TRUTH_WINDOWS positive and negative windows). A
+    reference with no scores for a measure's tags (v1 and the MSD tags) is not compared there;
+    a measure with no measurable tag is listed as unmeasured, which fails the gate.
+    """
+    comparisons: list[gate.Comparison] = []
+    unmeasured: list[str] = []
+
+    def add(measure: str, name: str, labels: np.ndarray, *scores_and_tracks: np.ndarray) -> None:
+        try:
+            comparisons.append(
+                gate.compare(measure, name, labels, *scores_and_tracks, rounds=rounds)
+            )
+        except ValueError:  # no kept tag has both classes
+            unmeasured.append(f"{measure} vs {name}")
+
+    for taxonomy in TAXONOMIES:
+        columns = taxonomy_columns(taxonomy)
+        labels, candidate_tracks, tracks = _track_rows(split, candidate, columns)
+        keep = gate.select_tags(labels, MIN_TRACK_POSITIVES)
+        for name, values in references.items():
+            if np.isnan(values[:, columns]).all():
+                continue  # v1 has no MSD tags
+            measure = f"{taxonomy} track agreement"
+            if not keep:
+                unmeasured.append(f"{measure} vs {name}")
+                continue
+            _, reference_tracks, _ = _track_rows(split, values, columns)
+            add(
+                measure,
+                name,
+                labels[:, keep],
+                candidate_tracks[:, keep],
+                reference_tracks[:, keep],
+                tracks,
+            )
+    for group, ids in truth_groups().items():
+        group_columns = gate.columns_of(TAG_IDS, ids)
+        truth = split.labels[:, group_columns]
+        keep = [
+            group_columns[k] for k in gate.select_tags(truth, MIN_TRUTH_WINDOWS, negatives=True)
+        ]
+        rows = (split.labels[:, keep] >= 0).any(axis=1) if keep else np.zeros(len(split), bool)
+        for name, values in references.items():
+            if np.isnan(values[:, group_columns]).all():
+                continue  # v1 has no MSD tags
+            measure = f"{group} ground truth"
+            if not keep:
+                unmeasured.append(f"{measure} vs {name}")
+                continue
+            add(
+                measure,
+                name,
+                split.labels[rows][:, keep],
+                candidate[rows][:, keep],
+                values[rows][:, keep],
+                split.source_ids[rows],
+            )
+    return gate.GateResult(tuple(comparisons), tuple(unmeasured))
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """Score the candidate, the default and v1 on the test split; write and print the gate."""
+    test = load_split(args.cache, "test")
+    paths = {CANDIDATE: args.candidate, DEFAULT: args.student}
+    if args.v1 is not None and args.v1.is_file():
+        paths[V1] = args.v1
+    scores = {}
+    for name, path in paths.items():
+        checkpoint = load_checkpoint(path)
+        scores[name] = _as_two_vocabulary(checkpoint, score_split(checkpoint.model, test))
+    candidate = scores.pop(CANDIDATE)
+    result = regression_gate(test, candidate, scores, args.rounds)
+    document = {
+        "command": f"python -m training report --candidate {args.candidate} --cache {args.cache}",
+        "date": dt.date.today().isoformat(),
+        "candidate": str(args.candidate),
+        "candidate_sha256": file_sha256(args.candidate),
+        "references": {name: str(path) for name, path in paths.items() if name != CANDIDATE},
+        "test": {
+            "music_windows": int((test.kinds == "music").sum()),
+            "render_windows": int((test.kinds == "render").sum()),
+            "sources": len(np.unique(test.source_ids)),
+        },
+        **result.to_json(),
+    }
+    gate_json = args.gate_json or args.candidate.with_name("gate.json")
+    gate_json.parent.mkdir(parents=True, exist_ok=True)
+    gate_json.write_text(json.dumps(document, indent=1) + "\n")
+    print("\n".join(gate.markdown(result)))
+    if result.passed:
+        print(f"gate passed ({gate_json})")
+        return 0
+    worse = ", ".join(f"{c.measure} vs {c.reference}" for c in result.regressions) or "nothing"
+    print(f"gate FAILED: the candidate is worse beyond noise on {worse} ({gate_json})")
+    if result.unmeasured:
+        print(f"gate FAILED: not measurable on this test split: {', '.join(result.unmeasured)}")
+    return 1
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def student_name(checkpoint: Checkpoint) -> str:
+    """How the report names the default: "v3 student" for a `train-distill` export, else v2."""
+    recipe = checkpoint.metadata.provenance.get("recipe", {})
+    return "v3 student" if recipe.get("version") == "v3" else STUDENT
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     choice = read_choice(args.cache)
     test, valid = load_split(args.cache, "test"), load_split(args.cache, "valid")
-    checkpoints = {STUDENT: load_checkpoint(args.student)}
+    default = load_checkpoint(args.student)
+    label = student_name(default)
+    checkpoints = {label: default}
     if args.v1 is not None and args.v1.is_file():
         checkpoints[V1] = load_checkpoint(args.v1)
     if args.baseline is not None:
@@ -74,7 +222,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for taxonomy in TAXONOMIES
     }
     truth = ground_truth(test, {**scores, **teacher_scores(test)})
-    student = checkpoints[STUDENT]
+    student = default
     valid_scores = score_split(student.model, valid)
     stability = threshold_stability(
         valid.agreement_labels(),
@@ -95,6 +243,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
         "teachers": choice,
+        "student": label,
         "test": {
             "music_windows": int((test.kinds == "music").sum()),
             "render_windows": int((test.kinds == "render").sum()),
@@ -124,6 +273,7 @@ def _fmt(value: float | None) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
+    student = data.get("student", STUDENT)
     lines = [
         "# Default model: evaluation report",
         "",
@@ -205,12 +355,12 @@ def render(data: dict[str, Any]) -> str:
         "",
         "Windows (59,049 samples) per second, fp32 eager, batch 32, same threads, same run.",
         "",
-        "| model | windows/s | vs v2 student |",
+        f"| model | windows/s | vs {student} |",
         "|---|---|---|",
     ]
     speed = data["speed_windows_per_second"]
     for name, value in speed.items():
-        lines.append(f"| {name} | {value:.1f} | {value / speed[STUDENT]:.2f}x |")
+        lines.append(f"| {name} | {value:.1f} | {value / speed[student]:.2f}x |")
     thresholds = data["thresholds"]
     stability = thresholds["stability"]["per_tag"]
     lines += [
@@ -249,8 +399,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("docs/default-model.md"))
     parser.add_argument("--data", type=Path, default=Path("docs/results/default-model.json"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--candidate", type=Path, default=None, help="run the regression gate on this model"
+    )
+    parser.add_argument(
+        "--gate-json", type=Path, default=None, help="gate result (default: beside the candidate)"
+    )
+    parser.add_argument("--rounds", type=int, default=gate.BOOTSTRAP_ROUNDS, help="bootstrap")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.candidate is not None:
+        for path in (args.candidate, args.student):
+            if not path.is_file():
+                print(f"error: {path} not found", file=sys.stderr)
+                return 2
+        return run_gate(args)
     data = measure(args)
     args.data.parent.mkdir(parents=True, exist_ok=True)
     args.data.write_text(json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,203 @@
+"""The default model v3's data and trainer: the patch cache, crop targets, a resumed run."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.q2l import Query2Label
+from model.zoo import build_model, config_for
+from training.cli import main
+from training.distill.crops import crop_target, load_tracks, plan_epoch
+from training.distill.patches import (
+    EVAL_STRIDE,
+    HOP_FRAMES,
+    HOP_SAMPLES,
+    WINDOW_FRAMES,
+    eval_rows,
+    label_patches,
+    patch_starts,
+    plan,
+)
+from training.distill.trainer import DistillConfig, Run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CHOICES = {"mtt": "mtt_vgg", "msd": "msd_vgg"}  # the two cheaper teachers
+
+
+def test_patches_start_every_quarter_window_and_fit_in_the_track() -> None:
+    assert (HOP_FRAMES, HOP_SAMPLES, WINDOW_FRAMES) == (58, 14848, 231)
+    assert patch_starts(10_000) == [0]  # shorter than a window: one padded patch
+    assert patch_starts(59_049) == [0]
+    assert patch_starts(59_049 + 14_848) == [0, 14_848]
+    assert patch_starts(144_000) == [0, 14_848, 29_696, 44_544, 59_392, 74_240]
+    assert eval_rows(6, None) == [0, 4]  # back-to-back windows
+    assert eval_rows(100, 3) == [0, 48, 96]  # evenly spaced when capped
+
+
+def test_a_crop_target_weighs_the_patches_it_covers() -> None:
+    targets = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], dtype=np.float32)
+    assert crop_target(targets, 0).tolist() == [0.0, 1.0]  # exactly patch 0
+    assert crop_target(targets, HOP_FRAMES).tolist() == [1.0, 0.0]  # exactly patch 1
+    # 14 of 58 frames past patch 0: 44/58 of patch 0 and 14/58 of patch 1.
+    np.testing.assert_allclose(crop_target(targets, 14), [14 / 58, 44 / 58], rtol=1e-6)
+    np.testing.assert_allclose(crop_target(targets, HOP_FRAMES + HOP_FRAMES // 2), [0.75, 0.25])
+    assert crop_target(targets, 2 * HOP_FRAMES).tolist() == [0.5, 0.5]  # the last patch
+
+
+def _tone(path: Path, seconds: float, freq: float) -> None:
+    rate = 22050
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(int(freq)).standard_normal(len(t))
+    soundfile.write(
+        path, (0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * noise).astype(np.float32), rate
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two training tracks (9 s, 20 s), one validation and one test track (9 s each), labelled
+    by both vgg teachers; the recorded choice is theirs."""
+    root = tmp_path_factory.mktemp("v3")
+    music = root / "music"
+    rows = []
+    for package, seconds, freq in [
+        ("wesnoth-1.16-music", 9.0, 440.0),
+        ("naev-data", 20.0, 220.0),
+        ("xmoto-data", 9.0, 330.0),
+        ("singularity-music", 9.0, 550.0),
+    ]:
+        (music / package).mkdir(parents=True)
+        _tone(music / package / "track.flac", seconds, freq)
+        local = f"{package}/track.flac"
+        rows.append(
+            {"package": package, "local_path": local, "licence": "GPL", "duration_s": seconds}
+        )
+    (music / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache = root / "cache"
+    teachers = ["mtt_vgg", "msd_vgg"]
+    splits = ["valid", "train", "test"]
+    assert label_patches(music, root / "none", cache, splits, teachers, 1) == 4
+    assert label_patches(music, root / "none", cache, splits, teachers, 1) == 0
+    (cache / "teachers.json").write_text(json.dumps({"choices": CHOICES}))
+    return cache
+
+
+def test_the_cache_keeps_every_patch_of_training_tracks_and_the_windows_of_validation(
+    cache: Path,
+) -> None:
+    train = load_tracks(cache, "train", CHOICES)
+    # 9 s: 1 + (144,000 - 59,049) // 14,848 patches; 20 s: 1 + (320,000 - 59,049) // 14,848
+    assert sorted(len(t.targets) for t in train) == [6, 18]
+    assert sorted(t.mel.shape for t in train) == [(563, 128), (1251, 128)]
+    assert all(t.mel.dtype == np.float16 for t in train)
+    [valid] = load_tracks(cache, "valid", CHOICES)
+    assert valid.frames.tolist() == [0, EVAL_STRIDE * HOP_FRAMES]
+    folder = cache / valid.source_id
+    assert np.load(folder / "windows.npy").shape == (2, 59049)  # what `report` scores
+    assert np.load(folder / "teacher-mtt_vgg.npy").shape == (2, 50)
+
+
+def test_the_plan_counts_what_is_left_from_the_manifests(cache: Path) -> None:
+    music = cache.parent / "music"
+    train, valid = plan(music, cache.parent / "none", cache, ["train", "valid"])
+    # Both vgg teachers are done; both musicnn ones are left: 6 + 18 patches, 2 windows.
+    assert train.startswith("train: 2 sources, 0.01 h, 24 labelled rows, 48 teacher passes")
+    assert valid.startswith("valid: 1 sources, 0.00 h, 2 labelled rows, 4 teacher passes")
+    [done] = plan(music, cache.parent / "none", cache, ["train"], ["mtt_vgg", "msd_vgg"])
+    assert "24 labelled rows, 0 teacher passes" in done
+
+
+def test_patch_scores_are_the_teachers_own_on_that_window(cache: Path) -> None:
+    [valid] = load_tracks(cache, "valid", CHOICES)
+    windows = torch.from_numpy(np.load(cache / valid.source_id / "windows.npy") / 32767.0).float()
+    teacher = load_checkpoint(Path("model/weights/musicnn-mtt-vgg.safetensors")).model.eval()
+    with torch.inference_mode():
+        expected = torch.sigmoid(teacher(windows)).numpy()
+    np.testing.assert_allclose(valid.teacher[:, :50], expected, atol=1e-3)
+
+
+def test_the_student_reads_the_cached_log_mel_as_it_reads_the_waveform(cache: Path) -> None:
+    [valid] = load_tracks(cache, "valid", CHOICES)
+    waveform = torch.from_numpy(np.load(cache / valid.source_id / "windows.npy")[:1] / 32767.0)
+    model = build_model("q2l-small", config_for("q2l-small", {"n_classes": 100})).eval()
+    assert isinstance(model, Query2Label)
+    crop = torch.from_numpy(np.asarray(valid.mel[:WINDOW_FRAMES], dtype=np.float32).T)
+    with torch.inference_mode():
+        direct = model(waveform.float())
+        cached = model.forward_log_mel(crop.unsqueeze(0))
+    # The cache's float16 and the STFT padding of the crop's two edge frames differ slightly.
+    np.testing.assert_allclose(torch.sigmoid(cached), torch.sigmoid(direct), atol=0.02)
+
+
+def test_every_epoch_draws_new_crops_and_a_seed_repeats_them(cache: Path) -> None:
+    tracks = load_tracks(cache, "train", CHOICES)
+    first, again, second = plan_epoch(tracks, 0), plan_epoch(tracks, 0), plan_epoch(tracks, 1)
+    assert first.offset.tolist() == again.offset.tolist()
+    assert first.offset.tolist() != second.offset.tolist()
+    # About one crop per window of audio: 563 and 1251 frames are 2.4 and 5.4 windows.
+    assert 6 <= len(first) <= 9
+    for k, track in enumerate(tracks):
+        offsets = first.offset[first.track == k]
+        assert offsets.max(initial=0) <= HOP_FRAMES * (len(track.targets) - 1)
+
+
+def test_a_run_resumes_where_it_stopped_and_exports_its_best_epoch(
+    cache: Path, tmp_path: Path
+) -> None:
+    config = DistillConfig(
+        cache=str(cache), batch_size=2, warmup_steps=1, max_epochs=2, patience=5,
+        checkpoint_every=1, threads=1, bf16=False,
+    )  # fmt: skip
+    run = Run.create(tmp_path / "run", config)
+    run.train(max_seconds=0.0)  # stops after its first checkpoint, as a session's end would
+    assert not (tmp_path / "run" / "epochs.csv").exists()
+    resumed = Run.resume(tmp_path / "run")
+    assert (resumed.state.epoch, resumed.state.step_in_epoch) == (0, 1)
+    resumed.train()
+    with (tmp_path / "run" / "epochs.csv").open() as handle:
+        curve = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in curve] == ["1", "2"]
+    assert curve[0]["train_tracks"] == "2"
+    assert float(curve[0]["valid_bce"]) > 0.0
+    exported = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert exported.model.n_classes == 100
+    assert exported.metadata.provenance["complete"] is True
+    assert exported.metadata.provenance["training_data"]["teachers"]["mtt"] == "MTT_vgg"
+    with pytest.raises(SystemExit, match="--resume"):
+        Run.create(tmp_path / "run", config)
+
+
+def test_a_test_split_too_small_to_measure_fails_the_gate_and_keeps_the_default(
+    cache: Path, tmp_path: Path
+) -> None:
+    weights = Path("model/weights")
+    default = tmp_path / "default.safetensors"
+    shutil.copyfile(weights / "default.safetensors", default)
+    candidate = weights / "default-v1.safetensors"
+    gate_json = tmp_path / "gate.json"
+    args = ["--cache", str(cache), "--candidate", str(candidate), "--student", str(default)]
+    status = main(["report", *args, "--v1", str(candidate), "--gate-json", str(gate_json)])
+    assert status == 1
+    document = json.loads(gate_json.read_text())
+    assert document["passed"] is False
+    assert document["candidate_sha256"] == hashlib.sha256(candidate.read_bytes()).hexdigest()
+    # One 9 s test track: no tag has 5 positive tracks, and no render brings ground truth.
+    assert "mtt track agreement vs default" in document["unmeasured"]
+    assert "voice ground truth vs default" in document["unmeasured"]
+    before = default.read_bytes()
+    promote = ["promote", "--candidate", str(candidate), "--gate", str(gate_json)]
+    assert (
+        main([*promote, "--default", str(default), "--model-card", str(tmp_path / "card.md")]) == 1
+    )
+    assert default.read_bytes() == before
