@@ -21,8 +21,11 @@ REQUEST_TIMEOUT_S = 600.0
 
 @long_only
 @pytest.mark.timeout(COMPILE_BOUND_S + 2 * REQUEST_TIMEOUT_S + 180)
-def test_first_start_under_load_on_the_defaults(tmp_path: Path) -> None:
+def test_first_start_under_load_on_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tracks = long_tracks(tmp_path, TRACK_SECONDS)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # empty too
     server = ServiceProcess(
         {
             "compile": "auto",
