@@ -172,7 +172,10 @@ def test_the_bundled_models_ship_a_passing_calibration(weights: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weights", BUNDLED, ids=lambda path: path.stem)
+# v1 only: the model `precision=auto` runs in int8 (v2's speed was measured on a CPU without
+# int8 dot products, so it runs int8 only when forced; its calibration's own check is tested
+# above). Each model costs four int8 packages to build, and CI has a time budget.
+@pytest.mark.parametrize("weights", [DEFAULT], ids=lambda path: path.stem)
 def test_int8_matches_fp32_eager_on_real_music(music: Path, weights: Path) -> None:
     """The accuracy guard: the compiled int8 path against fp32 eager on 72 windows of three
     real tracks the calibration never saw: max |int8 - fp32| <= 0.03, identical top-5 tags on
