@@ -1,6 +1,6 @@
-"""The first start: the service answers within seconds, serving eagerly while a child process
-builds its compiled graphs; the next start loads them from the cache; and it tells a person at a
-terminal what it is doing in readable lines.
+"""The service tells a person at a terminal what it is doing in readable lines, and a log
+collector in JSON lines. (The first start with compilation, cold and warm, is
+test_first_start_under_load.py.)
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.app.audio import encode
 from tests.app.servers import ROOT, ServiceProcess
@@ -33,67 +31,6 @@ def runtime(server: ServiceProcess) -> dict[str, object]:
 
 def messages(server: ServiceProcess) -> list[str]:
     return [str(record.get("message")) for record in server.logs()]
-
-
-@pytest.mark.slow
-def test_ready_within_30_s_with_an_empty_compile_cache_then_compiled_then_warm(
-    checkpoint: Path, tmp_path: Path
-) -> None:
-    cache = tmp_path / "compiled"
-    started = time.monotonic()
-    # Model calls of at most 2 windows: the same path as the CPU default's 8, a smaller graph.
-    settings = {
-        "checkpoint": str(checkpoint),
-        "compile": "auto",
-        "max_chunk_windows": 2,
-        "compile_cache_dir": str(cache),
-    }
-    server = ServiceProcess(settings)
-    try:
-        server.wait_ready(timeout=30)
-        response = tag(server)
-        assert response.status_code == 200, response.text
-        assert time.monotonic() - started < 30
-        first = runtime(server)
-        assert (first["execution"], first["compiled"], first["artifact"]) == (
-            "compiling",
-            False,
-            None,
-        )
-        assert first["compile_cache"] == str(cache)
-        assert "execution: eager" in messages(server)
-        # A child process builds the graphs (a minute or more on two cores); requests are
-        # served meanwhile.
-        deadline = time.monotonic() + 500
-        while runtime(server)["execution"] == "compiling":
-            assert time.monotonic() < deadline, "compilation never finished"
-            assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
-            time.sleep(2)
-        last = runtime(server)
-        assert (last["execution"], last["compiled"], last["compile_error"]) == (
-            "compiled",
-            True,
-            None,
-        )
-        assert "(built now in " in str(last["artifact"])
-        assert any(m.startswith("execution: compiled (batch shapes") for m in messages(server))
-        assert tag(server).status_code == 200
-    finally:
-        server.stop()
-
-    # The second start finds the artifact: compiled graphs from the first request on.
-    started = time.monotonic()
-    server = ServiceProcess(settings)
-    try:
-        server.wait_ready(timeout=30)
-        warm = runtime(server)
-        assert time.monotonic() - started < 30
-        assert (warm["execution"], warm["compiled"]) == ("compiled", True)
-        assert "(from the cache, built in " in str(warm["artifact"])
-        assert any(m.startswith("compiled artifact: ") for m in messages(server))
-        assert tag(server).status_code == 200
-    finally:
-        server.stop()
 
 
 def test_logs_are_json_lines_when_stderr_is_not_a_terminal(server: ServiceProcess) -> None:
