@@ -187,7 +187,7 @@ def test_int8_matches_fp32_eager_on_real_music(music: Path, weights: Path) -> No
         windows = split_windows(samples, checkpoint.model.audio.window_samples)
         stacks.append(windows[:: max(1, windows.shape[0] // WINDOWS_PER_TRACK)][:WINDOWS_PER_TRACK])
     windows = torch.cat(stacks)
-    assert windows.shape[0] % 8 == 0  # only the largest shape gets compiled
+    assert windows.shape[0] % 2 == 0  # only the largest shape (2) is called
     shipped = Int8Calibration.load(calibration_path(weights))
     reference = Runtime(
         load_checkpoint(weights).model, CPU, RuntimeOptions("fp32", False, "off", embeddings=True)
@@ -195,7 +195,8 @@ def test_int8_matches_fp32_eager_on_real_music(music: Path, weights: Path) -> No
     int8 = Runtime(
         checkpoint.model,
         CPU,
-        RuntimeOptions("int8", compile="on", embeddings=True),
+        # Chunks of 2, like the int8 start-up test's service: its artifact, from the cache.
+        RuntimeOptions("int8", compile="on", embeddings=True, max_chunk=2),
         int8_recipe=shipped.recipe,
     )
 
