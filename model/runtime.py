@@ -337,6 +337,7 @@ class Runtime:
             convolutions with it.
         cache: Where compiled artifacts are looked up and stored (`model.compiled`); None:
             the default cache folder.
+        model_sha256: `model.compiled.model_digest` of `model`, when the caller has it.
 
     Calling it: (N, window_samples) float32 windows, on the host or the device, for any N ->
     (N, n_classes) float32 probabilities on the CPU; with `options.embeddings`, (N, n_classes +
@@ -356,6 +357,7 @@ class Runtime:
         max_batch: int = 64,
         int8_recipe: Int8Recipe | None = None,
         cache: CompileCache | None = None,
+        model_sha256: str | None = None,
     ) -> None:
         from model.compiled import CompileCache
 
@@ -372,8 +374,10 @@ class Runtime:
             from model.quantize import quantize_model
         self.shapes = batch_shapes(self.chunk_cap(self.options, device, max_batch))
         self.cache = cache if cache is not None else CompileCache()
-        self._model_sha256 = ""  # of the float model, before int8 conversion (see `key`)
-        if self.int8 and int8_recipe is not None:
+        # Of the float model, before int8 conversion (see `key`); a caller that hashed the
+        # weights already passes it, so they are hashed once.
+        self._model_sha256 = model_sha256 or ""
+        if self.int8 and int8_recipe is not None and not self._model_sha256:
             from model.compiled import model_digest
 
             self._model_sha256 = model_digest(model)

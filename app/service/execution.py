@@ -44,7 +44,7 @@ from torch import Tensor
 from app.pipeline.int8 import Int8Plan
 from model.base import TaggingModel
 from model.compiled import Artifact, ArtifactKey, CompileCache, CompileError, build_command
-from model.runtime import Runtime, RuntimeOptions, artifact_key
+from model.runtime import Runtime, RuntimeOptions, artifact_key, batch_shapes
 
 logger = logging.getLogger("tagger.execution")
 
@@ -129,19 +129,28 @@ class Execution:
         eager = dataclasses.replace(options, compile="off")
         if int8 is not None:
             eager = int8.fallback(eager)
-        self.runtime = Runtime(model, device, eager, max_batch=max_batch, cache=cache)
         self.plan: CompilePlan | None = None
         if self.mode != "off":
+            # The digest ignores memory format, so the model is hashed once, before the runtime
+            # moves it, and the runtime reuses the plan's digest for its own key.
             self.plan = plan_compile(
-                self.runtime.model,
+                model,
                 device,
                 options,
-                shapes=self.runtime.shapes,
+                shapes=batch_shapes(Runtime.chunk_cap(eager, device, max_batch)),
                 checkpoint=checkpoint,
                 cache=cache,
                 int8=int8,
                 tag_sets=tag_sets,
             )
+        self.runtime = Runtime(
+            model,
+            device,
+            eager,
+            max_batch=max_batch,
+            cache=cache,
+            model_sha256=None if self.plan is None else self.plan.key.model_sha256,
+        )
         self._pending = False
         self.compile_error: str | None = None
         self.compile_seconds: float | None = None
