@@ -3,20 +3,20 @@
 # overlapped for a shared 2-core machine and a run that spans several sessions: start it again
 # after an interruption and every step continues where it stopped (each skips what is done).
 #
-#   scripts/default_model_v3.sh [all|label-valid-test|label-train|train]
+#   scripts/default_model_v3.sh [all|label-valid|label K|train]
 #
-#   label-valid-test  validation windows (all four teachers), the renders' too once rendered,
-#                     choose-teachers, then every test window (all four teachers)
-#   label-train       every training patch: with v2's teachers until the v3 choice exists, then
-#                     with the chosen ones (adds any missing teacher, and the renders)
-#   train             waits for the choice (validation fully labelled, renders included), then
-#                     starts or resumes runs/v3-q2l-small; it takes up training tracks as they
-#                     are labelled
-#   all               the three at once, in the background (default)
+#   label-valid  validation windows (all four teachers), the renders' too once rendered, then
+#                choose-teachers
+#   label K      every test window, then every training patch, with the chosen teachers
+#                (compiled), the K-th of two shards (K = 0 or 1): one process per core
+#   train        waits for the choice and for labelling to end, then starts or resumes
+#                runs/v3-q2l-small
+#   all          label-valid, then the two label shards, then train, in the background
+#                (default)
 #
 # Fetching and rendering come first (`python -m training fetch-music`, `render`); this script
-# waits for them when they run. Labelling runs one torch thread per process: on a shared
-# 2-core machine two one-thread processes get more done than one two-thread process. Logs go to
+# waits for them when they run. Labelling runs one torch thread per process: on a 2-core
+# machine two one-thread processes get more done than one two-thread process. Logs go to
 # data/logs/. The gate and the promotion stay with `make default-model` (or the commands in
 # docs/default-model.md), so nothing here touches model/weights/.
 set -euo pipefail
@@ -30,33 +30,22 @@ wait_for() {  # wait while a process whose command line matches $1 runs
     while pgrep -f "$1" >/dev/null; do sleep 30; done
 }
 
-label_valid_test() {
+label_valid() {
     wait_for "training fetch-music"
     "${PY[@]}" -m training label-patches --cache data/v3 --splits valid --threads 1
     wait_for "training render"
     "${PY[@]}" -m training label-patches --cache data/v3 --splits valid --threads 1
     test -f data/v3/teachers.json || "${PY[@]}" -m training choose-teachers --cache data/v3
-    "${PY[@]}" -m training label-patches --cache data/v3 --splits test --threads 1
 }
 
-label_train() {
-    wait_for "training fetch-music"
-    if [ ! -f data/v3/teachers.json ]; then
-        # v2's recorded choice (MTT: mean of MTT_musicnn and MTT_vgg; MSD: MSD_vgg), until the
-        # v3 choice exists: then the renders (ground truth) join, labelled with the chosen ones.
-        "${PY[@]}" -m training label-patches --cache data/v3 --splits train --threads 1 \
-            --teachers mtt_musicnn mtt_vgg msd_vgg &
-        local pid=$!
-        while kill -0 "$pid" 2>/dev/null && [ ! -f data/v3/teachers.json ]; do sleep 60; done
-        kill "$pid" 2>/dev/null || true  # a source in progress keeps its finished teachers
-        wait "$pid" || true
-    fi
-    while [ ! -f data/v3/teachers.json ]; do sleep 60; done
-    "${PY[@]}" -m training label-patches --cache data/v3 --splits train --threads 1 --chosen
+label() {
+    "${PY[@]}" -m training label-patches --cache data/v3 --splits test train --threads 1 \
+        --chosen --compile --shard "$1/2"
 }
 
 train() {
     while [ ! -f data/v3/teachers.json ]; do sleep 60; done
+    wait_for "training label-patches"
     if [ -f "$RUN/last.pt" ]; then
         "${PY[@]}" -m training train-distill --resume "$RUN" --wait-for-data
     else
@@ -66,14 +55,14 @@ train() {
 }
 
 case "${1:-all}" in
-    label-valid-test) label_valid_test ;;
-    label-train) label_train ;;
+    label-valid) label_valid ;;
+    label) label "${2:?label needs a shard: 0 or 1}" ;;
     train) train ;;
     all)
-        nohup "$0" label-valid-test >>data/logs/label-valid-test.log 2>&1 &
-        nohup "$0" label-train >>data/logs/label-train.log 2>&1 &
-        nohup "$0" train >>data/logs/train-v3.log 2>&1 &
-        echo "started; logs in data/logs/ (label-valid-test, label-train, train-v3)"
+        # One chain: the shards start once the choice exists, training once they are done.
+        nohup bash -c "'$0' label-valid && { '$0' label 0 & '$0' label 1 & wait; } && '$0' train" \
+            >>data/logs/v3.log 2>&1 &
+        echo "started; log in data/logs/v3.log"
         ;;
-    *) echo "usage: $0 [all|label-valid-test|label-train|train]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|label-valid|label K|train]" >&2; exit 2 ;;
 esac

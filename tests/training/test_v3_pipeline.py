@@ -17,12 +17,14 @@ from model.checkpoint import load_checkpoint
 from model.q2l import Query2Label
 from model.zoo import build_model, config_for
 from training.cli import main
+from training.distill.cache import WINDOW
 from training.distill.crops import crop_target, load_tracks, plan_epoch
 from training.distill.patches import (
     EVAL_STRIDE,
     HOP_FRAMES,
     HOP_SAMPLES,
     WINDOW_FRAMES,
+    _teacher_scores,
     eval_rows,
     label_patches,
     patch_starts,
@@ -116,6 +118,32 @@ def test_the_plan_counts_what_is_left_from_the_manifests(cache: Path) -> None:
     assert valid.startswith("valid: 1 sources, 0.00 h, 2 labelled rows, 4 teacher passes")
     [done] = plan(music, cache.parent / "none", cache, ["train"], ["mtt_vgg", "msd_vgg"])
     assert "24 labelled rows, 0 teacher passes" in done
+
+
+def test_two_shards_label_every_source_once(cache: Path) -> None:
+    music, fresh = cache.parent / "music", cache.parent / "sharded"
+    first = label_patches(music, cache.parent / "none", fresh, ["train"], ["msd_vgg"], 1, (0, 2))
+    second = label_patches(music, cache.parent / "none", fresh, ["train"], ["msd_vgg"], 1, (1, 2))
+    assert (first, second) == (1, 1)
+    assert len((fresh / "index.jsonl").read_text().splitlines()) == 2
+    assert label_patches(music, cache.parent / "none", fresh, ["train"], ["msd_vgg"], 1) == 0
+
+
+def test_a_bad_shard_is_refused_with_its_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["label-patches", "--shard", "2/2", "--plan"])
+    assert exit_info.value.code == 2
+    assert "K/N needs 0 <= K < N, got '2/2'" in capsys.readouterr().err
+
+
+def test_teacher_batches_are_padded_to_one_shape_and_cut_back() -> None:
+    teacher = load_checkpoint(Path("model/weights/musicnn-msd-vgg.safetensors")).model.eval()
+    windows = 0.1 * torch.randn(3, WINDOW, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        scores = _teacher_scores(teacher, windows)
+        alone = torch.sigmoid(teacher(windows[1:2]))
+    assert scores.shape == (3, 50)
+    torch.testing.assert_close(scores[1:2], alone, atol=1e-5, rtol=0)
 
 
 def test_patch_scores_are_the_teachers_own_on_that_window(cache: Path) -> None:

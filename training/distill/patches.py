@@ -37,6 +37,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -65,6 +66,7 @@ MEL_HOP = _STUDENT.mel.hop_length  # type: ignore[attr-defined]
 WINDOW_FRAMES = _STUDENT.mel.n_frames(WINDOW)  # type: ignore[attr-defined]
 HOP_FRAMES = 58  # a quarter window (231 / 4 = 57.75), rounded so 4 hops cover a window
 HOP_SAMPLES = HOP_FRAMES * MEL_HOP
+TEACHER_BATCH = 32
 EVAL_STRIDE = 4  # valid/test: every 4th patch, windows back to back
 MAX_VALID_WINDOWS = 16
 TRAIN_SPLIT = "train"
@@ -140,10 +142,29 @@ def label_source(
     for teacher, model in teachers.items():
         target = _scores_file(folder, teacher, source)
         if not target.is_file():
-            scores = predict_windows(model, patches, batch_size=32)
-            _save(target, scores.numpy().astype(np.float32))
+            _save(target, _teacher_scores(model, patches).numpy().astype(np.float32))
     n_frames = int(np.load(folder / "mel.npy", mmap_mode="r").shape[0])
     return {"n_patches": len(starts), "n_frames": n_frames}
+
+
+def _teacher_scores(model: TaggingModel, patches: torch.Tensor) -> torch.Tensor:
+    """(P, classes) a teacher's probabilities, in batches of exactly `TEACHER_BATCH` windows
+    (the last one zero-padded), so that a compiled teacher sees a single input shape."""
+    n = len(patches)
+    padded = torch.nn.functional.pad(patches, (0, 0, 0, -n % TEACHER_BATCH))
+    return predict_windows(model, padded, batch_size=TEACHER_BATCH)[:n]
+
+
+def _prepare_teacher(teacher: Teacher, compile_graphs: bool) -> TaggingModel:
+    # channels_last: the vgg teachers ran 1.5x faster on one CPU thread with the same outputs
+    # (max |difference| 4e-7 of the probabilities; 2026-12-07, batch 16); musicnn: no change.
+    model = load_checkpoint(teacher.weights).model.eval().to(memory_format=torch.channels_last)
+    if compile_graphs:
+        # Inductor fuses each convolution with its batch norm and ReLU: 2.1x (musicnn) and
+        # 1.7x (vgg) the eager windows/s on one thread, the same outputs
+        # (fp32, max |difference| 2.4e-7; 2026-12-07, Zen 4, `scripts/bench/teachers.py`).
+        model = cast(TaggingModel, torch.compile(model, dynamic=False))
+    return model
 
 
 def _ordered(sources: list[Source], splits: Sequence[str]) -> list[Source]:
@@ -159,9 +180,15 @@ def label_patches(
     splits: Sequence[str],
     teacher_names: Sequence[str] | None = None,
     threads: int = 2,
+    shard: tuple[int, int] = (0, 1),
+    compile_graphs: bool = False,
 ) -> int:
     """Label every source of `splits` (in that order) with the named teachers (default all
-    four); returns how many sources were labelled now."""
+    four); returns how many sources were labelled now.
+
+    `shard` (k, n) takes every n-th source from the k-th (in the fixed order), so n processes
+    (one per core) label one split together; `compile_graphs` runs the teachers through
+    `torch.compile` (worth its minute of compiling from about 20 sources on)."""
     torch.set_num_threads(threads)
     cache.mkdir(parents=True, exist_ok=True)
     unknown = set(teacher_names or ()) - {t.name for t in TEACHERS}
@@ -172,23 +199,17 @@ def label_patches(
         s for s in music_sources(music_dir) + render_sources(render_dir) if s.split in splits
     ]
     done = read_index(cache)
-    todo = _ordered(
-        [
-            s
-            for s in sources
-            if s.source_id not in done or not _complete(cache / s.source_id, s, chosen)
-        ],
-        splits,
-    )
+    # Shards are cut from every source (not from those left), so a shard restarted alone
+    # still takes the same sources as before and never the other shard's.
+    todo = [
+        s
+        for s in _ordered(sources, splits)[shard[0] :: shard[1]]
+        if s.source_id not in done or not _complete(cache / s.source_id, s, chosen)
+    ]
     print(f"{len(sources)} sources in {list(splits)}, {len(todo)} to label", flush=True)
     if not todo:
         return 0
-    # channels_last: the vgg teachers ran 1.5x faster on one CPU thread with the same outputs
-    # (max |difference| 4e-7 of the probabilities; 2026-12-07, batch 16); musicnn: no change.
-    teachers = {
-        teacher: load_checkpoint(teacher.weights).model.eval().to(memory_format=torch.channels_last)
-        for teacher in chosen
-    }
+    teachers = {teacher: _prepare_teacher(teacher, compile_graphs) for teacher in chosen}
     frontend = MelFrontEnd(_STUDENT.audio, _STUDENT.mel).eval()  # type: ignore[attr-defined]
     started = time.perf_counter()
     labelled = 0
@@ -258,6 +279,16 @@ def plan(
     return lines
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/2, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Log-mels and teacher scores of every patch")
     parser.add_argument("--music", type=Path, default=Path("data/music"))
@@ -284,6 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the teachers the recorded choice needs (run choose-teachers first)",
     )
     parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="label every N-th source left, from the K-th (0-based): one process per core",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the teachers (torch.compile): about 2x on CPU, a minute to start",
+    )
+    parser.add_argument(
         "--plan", action="store_true", help="only count the work left (from the manifests)"
     )
     args = parser.parse_args(argv)
@@ -297,7 +340,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plan:
         print("\n".join(plan(args.music, args.rendered, args.cache, args.splits, names)))
         return 0
-    label_patches(args.music, args.rendered, args.cache, args.splits, names, args.threads)
+    label_patches(
+        args.music,
+        args.rendered,
+        args.cache,
+        args.splits,
+        names,
+        args.threads,
+        shard=args.shard,
+        compile_graphs=args.compile,
+    )
     return 0
 
 
