@@ -15,6 +15,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.q2l import Query2Label
+from model.tags import MSD_TAGS
 from model.zoo import build_model, config_for
 from training.cli import main
 from training.distill.cache import WINDOW
@@ -30,7 +31,7 @@ from training.distill.patches import (
     patch_starts,
     plan,
 )
-from training.distill.trainer import DistillConfig, Run
+from training.distill.trainer import LABEL_ROWS, DistillConfig, Run, build_student, warm_start
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -204,6 +205,46 @@ def test_a_run_resumes_where_it_stopped_and_exports_its_best_epoch(
     assert exported.metadata.provenance["training_data"]["teachers"]["mtt"] == "MTT_vgg"
     with pytest.raises(SystemExit, match="--resume"):
         Run.create(tmp_path / "run", config)
+
+
+V1 = Path("model/weights/default-v1.safetensors")
+
+
+def test_a_warm_start_takes_v1s_network_and_its_mtt_rows_and_leaves_msd_untrained() -> None:
+    v1 = load_checkpoint(V1).model.state_dict()
+    torch.manual_seed(0)
+    student = build_student(DistillConfig())
+    fresh_msd_query = student.query_embed.weight[50:].detach().clone()
+    untrained = warm_start(student, V1, "mtt")
+    assert untrained == [f"msd/{tag.name}" for tag in MSD_TAGS]
+    after = student.state_dict()
+    torch.testing.assert_close(after["query_embed.weight"][:50], v1["query_embed.weight"])
+    torch.testing.assert_close(after["classifier.bias"][0, :50], v1["classifier.bias"][0])
+    torch.testing.assert_close(after["query_embed.weight"][50:], fresh_msd_query)
+    backbone = [name for name in v1 if name not in LABEL_ROWS]
+    assert len(backbone) > 50
+    for name in backbone:
+        torch.testing.assert_close(after[name], v1[name], msg=name)
+
+
+def test_a_warm_start_from_another_architecture_is_refused() -> None:
+    student = build_student(DistillConfig())
+    with pytest.raises(SystemExit, match="not the student's architecture"):
+        warm_start(student, Path("model/weights/musicnn-msd-vgg.safetensors"))
+
+
+def test_a_warm_started_run_begins_its_curve_with_the_start(cache: Path, tmp_path: Path) -> None:
+    config = DistillConfig(
+        cache=str(cache), batch_size=2, warmup_steps=1, max_epochs=1, patience=5,
+        threads=1, bf16=False, init=str(V1),
+    )  # fmt: skip
+    Run.create(tmp_path / "run", config).train()
+    with (tmp_path / "run" / "epochs.csv").open() as handle:
+        curve = list(csv.DictReader(handle))
+    assert (curve[0]["epoch"], curve[0]["crops"], curve[0]["best"]) == ("0", "0", "1")
+    assert [row["epoch"] for row in curve] == ["0", "1"]
+    provenance = load_checkpoint(tmp_path / "run" / "model.safetensors").metadata.provenance
+    assert provenance["recipe"]["init"] == str(V1)
 
 
 def test_a_test_split_too_small_to_measure_fails_the_gate_and_keeps_the_default(

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.q2l import Query2Label
 from model.zoo import build_model, config_for
 from training.data.distilled import LICENCE
@@ -55,6 +55,7 @@ from training.export import CALIBRATION_MIN_POSITIVES
 from training.metrics import calibrate_thresholds, frequent_tag_auc
 
 log = logging.getLogger("training.distill.trainer")
+VOCABULARY_INDEX = {tag.id: k for k, tag in enumerate(VOCABULARY)}
 
 CURVE_FIELDS = (
     "epoch",
@@ -95,6 +96,10 @@ class DistillConfig:
         threads: torch threads.
         bf16: bf16 autocast (native on CPUs with AVX-512 BF16 or AMX).
         seed: Seeds the initial weights and every epoch's crops.
+        init: A checkpoint whose weights start the student ("": random): every tensor of the
+            same name and shape, and the query and classifier rows of the tags it shares with
+            the vocabulary; the run's curve then starts with its validation (epoch 0).
+        init_taxonomy: The vocabulary of `init`'s tags where they carry none (v1's: "mtt").
     """
 
     preset: str = "q2l-small"
@@ -115,6 +120,8 @@ class DistillConfig:
     threads: int = 2
     bf16: bool = True
     seed: int = 0
+    init: str = ""
+    init_taxonomy: str = "mtt"
 
     @classmethod
     def from_toml(cls, path: Path) -> DistillConfig:
@@ -132,6 +139,43 @@ def build_student(config: DistillConfig) -> Query2Label:
     if not isinstance(model, Query2Label):
         raise SystemExit(f"{config.preset}: v3 trains from log-mels, which needs a q2l preset")
     return model
+
+
+# Per-label tensors of a Query2Label student and the dimension that runs over the labels.
+LABEL_ROWS = {"query_embed.weight": 0, "classifier.weight": 1, "classifier.bias": 1}
+
+
+def warm_start(model: Query2Label, path: Path, taxonomy: str = "mtt") -> list[str]:
+    """Copy a checkpoint's weights into `model` (see `DistillConfig.init`); returns the ids of
+    the vocabulary's tags whose rows stay untrained."""
+    checkpoint = load_checkpoint(path)
+    source = checkpoint.model.state_dict()
+    target = model.state_dict()
+    if set(source) != set(target):
+        raise SystemExit(
+            f"{path}: not the student's architecture (tensors only there: "
+            f"{sorted(set(source) - set(target))[:5]}, only in the student: "
+            f"{sorted(set(target) - set(source))[:5]})"
+        )
+    rows = {
+        VOCABULARY_INDEX[tag.id if tag.taxonomy else f"{taxonomy}/{tag.name}"]: k
+        for k, tag in enumerate(checkpoint.metadata.tags)
+        if (tag.id if tag.taxonomy else f"{taxonomy}/{tag.name}") in VOCABULARY_INDEX
+    }
+    with torch.no_grad():
+        for name, tensor in target.items():
+            if name in LABEL_ROWS:
+                dim = LABEL_ROWS[name]
+                for to, frm in rows.items():
+                    tensor.select(dim, to).copy_(source[name].select(dim, frm))
+            elif source[name].shape == tensor.shape:
+                tensor.copy_(source[name])
+            else:
+                raise SystemExit(
+                    f"{path}: {name} is {tuple(source[name].shape)}, the student's is "
+                    f"{tuple(tensor.shape)}: not the student's architecture"
+                )
+    return [tag.id for k, tag in enumerate(VOCABULARY) if k not in rows]
 
 
 def _autocast(config: DistillConfig) -> torch.autocast:
@@ -230,7 +274,16 @@ class Run:
         (directory / "config.json").write_text(
             json.dumps({**dataclasses.asdict(config), "choices": choices}, indent=2) + "\n"
         )
-        return cls(directory, config, choices)
+        run = cls(directory, config, choices)
+        if config.init:
+            untrained = warm_start(run.model, Path(config.init), config.init_taxonomy)
+            log.info(
+                "started from %s; %d of %d tags' rows untrained",
+                config.init,
+                len(untrained),
+                len(VOCABULARY),
+            )
+        return run
 
     @classmethod
     def resume(cls, directory: Path) -> Run:
@@ -279,6 +332,8 @@ class Run:
         valid = self._valid()
         cache = Path(self.config.cache)
         started = time.monotonic()
+        if self.config.init and self.state.global_step == 0 and self.state.best == -math.inf:
+            self._record_start(valid)
         while not self.state.done:
             if self.state.step_in_epoch == 0:
                 tracks = load_tracks(cache, "train", self.choices)
@@ -333,6 +388,42 @@ class Run:
         state.epoch_seconds += time.monotonic() - tick
         return True
 
+    def _record_start(self, valid: EvalSet) -> None:
+        """A warm start's validation, as epoch 0 of the curve and the first best: the run then
+        never exports anything worse than where it started."""
+        result = validate(self.model, valid, self.config)
+        measure = result["agreement"] if result["agreement"] is not None else -result["bce"]
+        self.state.best = measure
+        torch.save(self.model.state_dict(), self.directory / "best.pt")
+        self._write_row(
+            {
+                "epoch": 0,
+                "train_tracks": 0,
+                "train_hours": 0.0,
+                "crops": 0,
+                "train_loss": "",
+                "valid_bce": round(result["bce"], 5),
+                "valid_agreement": _rounded(result["agreement"]),
+                "valid_mtt_track": _rounded(result["mtt_track"]),
+                "valid_msd_track": _rounded(result["msd_track"]),
+                "lr": "",
+                "train_seconds": 0,
+                "crops_per_second": "",
+                "best": 1,
+            }
+        )
+        self.save()
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        curve = self.directory / "epochs.csv"
+        new = not curve.exists()
+        with curve.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        log.info("epoch %d: %s", row["epoch"], row)
+
     def _end_epoch(self, tracks: list[Track], valid: EvalSet) -> None:
         config, state = self.config, self.state
         steps = max(1, state.step_in_epoch)
@@ -369,14 +460,7 @@ class Run:
             "crops_per_second": round(crops / max(state.epoch_seconds, 1e-9), 2),
             "best": int(improved),
         }
-        curve = self.directory / "epochs.csv"
-        new = not curve.exists()
-        with curve.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        log.info("epoch %d: %s", state.epoch, row)
+        self._write_row(row)
         state.step_in_epoch, state.epoch_loss_sum, state.epoch_seconds = 0, 0.0, 0.0
         state.done = state.bad_epochs >= config.patience or state.epoch >= config.max_epochs
         self.save()
