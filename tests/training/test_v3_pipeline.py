@@ -30,6 +30,7 @@ from training.distill.patches import (
     label_patches,
     patch_starts,
     plan,
+    train_rows,
 )
 from training.distill.trainer import LABEL_ROWS, DistillConfig, Run, build_student, warm_start
 
@@ -38,12 +39,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CHOICES = {"mtt": "mtt_vgg", "msd": "msd_vgg"}  # the two cheaper teachers
 
 
-def test_patches_start_every_quarter_window_and_fit_in_the_track() -> None:
+def test_patches_start_every_quarter_window_fit_in_the_track_and_training_takes_every_2nd() -> None:
     assert (HOP_FRAMES, HOP_SAMPLES, WINDOW_FRAMES) == (58, 14848, 231)
     assert patch_starts(10_000) == [0]  # shorter than a window: one padded patch
     assert patch_starts(59_049) == [0]
     assert patch_starts(59_049 + 14_848) == [0, 14_848]
     assert patch_starts(144_000) == [0, 14_848, 29_696, 44_544, 59_392, 74_240]
+    assert train_rows(6) == [0, 2, 4]  # a window every half window
     assert eval_rows(6, None) == [0, 4]  # back-to-back windows
     assert eval_rows(100, 3) == [0, 48, 96]  # evenly spaced when capped
 
@@ -56,6 +58,9 @@ def test_a_crop_target_weighs_the_patches_it_covers() -> None:
     np.testing.assert_allclose(crop_target(targets, 14), [14 / 58, 44 / 58], rtol=1e-6)
     np.testing.assert_allclose(crop_target(targets, HOP_FRAMES + HOP_FRAMES // 2), [0.75, 0.25])
     assert crop_target(targets, 2 * HOP_FRAMES).tolist() == [0.5, 0.5]  # the last patch
+    # Rows every half window (116 frames): 29 frames past row 0 is a quarter of the way to row 1.
+    np.testing.assert_allclose(crop_target(targets, 29, hop=116), [0.25, 0.75])
+    assert crop_target(targets, 116, hop=116).tolist() == [1.0, 0.0]
 
 
 def _tone(path: Path, seconds: float, freq: float) -> None:
@@ -96,12 +101,14 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def test_the_cache_keeps_every_patch_of_training_tracks_and_the_windows_of_validation(
+def test_the_cache_keeps_every_half_window_of_training_tracks_and_the_windows_of_validation(
     cache: Path,
 ) -> None:
     train = load_tracks(cache, "train", CHOICES)
-    # 9 s: 1 + (144,000 - 59,049) // 14,848 patches; 20 s: 1 + (320,000 - 59,049) // 14,848
-    assert sorted(len(t.targets) for t in train) == [6, 18]
+    # 9 s: 1 + (144,000 - 59,049) // 14,848 = 6 patches, every 2nd labelled; 20 s: 18 patches
+    assert sorted(len(t.targets) for t in train) == [3, 9]
+    assert [t.hop for t in train] == [2 * HOP_FRAMES] * 2
+    assert min(train, key=lambda t: len(t.frames)).frames.tolist() == [0, 116, 232]
     assert sorted(t.mel.shape for t in train) == [(563, 128), (1251, 128)]
     assert all(t.mel.dtype == np.float16 for t in train)
     [valid] = load_tracks(cache, "valid", CHOICES)
@@ -114,11 +121,11 @@ def test_the_cache_keeps_every_patch_of_training_tracks_and_the_windows_of_valid
 def test_the_plan_counts_what_is_left_from_the_manifests(cache: Path) -> None:
     music = cache.parent / "music"
     train, valid = plan(music, cache.parent / "none", cache, ["train", "valid"])
-    # Both vgg teachers are done; both musicnn ones are left: 6 + 18 patches, 2 windows.
-    assert train.startswith("train: 2 sources, 0.01 h, 24 labelled rows, 48 teacher passes")
+    # Both vgg teachers are done; both musicnn ones are left: 3 + 9 rows, 2 windows.
+    assert train.startswith("train: 2 sources, 0.01 h, 12 labelled rows, 24 teacher passes")
     assert valid.startswith("valid: 1 sources, 0.00 h, 2 labelled rows, 4 teacher passes")
     [done] = plan(music, cache.parent / "none", cache, ["train"], ["mtt_vgg", "msd_vgg"])
-    assert "24 labelled rows, 0 teacher passes" in done
+    assert "12 labelled rows, 0 teacher passes" in done
 
 
 def test_two_shards_label_every_source_once(cache: Path) -> None:
@@ -128,6 +135,19 @@ def test_two_shards_label_every_source_once(cache: Path) -> None:
     assert (first, second) == (1, 1)
     assert len((fresh / "index.jsonl").read_text().splitlines()) == 2
     assert label_patches(music, cache.parent / "none", fresh, ["train"], ["msd_vgg"], 1) == 0
+
+
+def test_a_source_begun_with_every_patch_keeps_every_patch(cache: Path) -> None:
+    music, fresh = cache.parent / "music", cache.parent / "begun"
+    assert label_patches(music, cache.parent / "none", fresh, ["train"], ["msd_vgg"], 1) == 2
+    short = min(fresh.glob("*/starts.npy"), key=lambda path: len(np.load(path))).parent
+    # As the sources labelled before the stride was 2: every patch, a teacher still missing.
+    np.save(short / "starts.npy", np.asarray(patch_starts(144_000), dtype=np.int64))
+    for name in ("patch-labels.npy", "patch-teacher-msd_vgg.npy"):
+        (short / name).unlink()
+    assert label_patches(music, cache.parent / "none", fresh, ["train"], ["msd_vgg"], 1) == 1
+    assert np.load(short / "patch-teacher-msd_vgg.npy").shape == (6, 50)
+    assert np.load(short / "patch-labels.npy").shape == (6, 100)
 
 
 def test_a_bad_shard_is_refused_with_its_fix(capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,7 +198,7 @@ def test_every_epoch_draws_new_crops_and_a_seed_repeats_them(cache: Path) -> Non
     assert 6 <= len(first) <= 9
     for k, track in enumerate(tracks):
         offsets = first.offset[first.track == k]
-        assert offsets.max(initial=0) <= HOP_FRAMES * (len(track.targets) - 1)
+        assert offsets.max(initial=0) <= track.hop * (len(track.targets) - 1)
 
 
 def test_a_run_resumes_where_it_stopped_and_exports_its_best_epoch(

@@ -1,16 +1,17 @@
 """v3 training data: crops of precomputed log-mels at random offsets, new ones every epoch.
 
-Reads the v3 cache (`training.distill.patches`). For a training track of P patches (teacher
-scores every `HOP_FRAMES` mel frames), an epoch draws about one crop per window of audio at
-uniformly random frame offsets in `[0, HOP_FRAMES * (P - 1)]`, so over epochs every part of
-every track is seen and no two epochs show the same examples.
+Reads the v3 cache (`training.distill.patches`). For a training track of P labelled patches
+(teacher scores every `hop` mel frames: half a window, or a quarter for the sources labelled
+first), an epoch draws about one crop per window of audio at uniformly random frame offsets in
+`[0, hop * (P - 1)]`, so over epochs every part of every track is seen and no two epochs show
+the same examples.
 
 A crop's soft target is the mean of the teacher outputs over the patches it covers, weighted
-by how much of each it covers: a crop at offset `f` lies between patch `p = f // HOP_FRAMES`
-and `p + 1` and overlaps them by `1 - a` and `a` of a patch hop (`a = f % HOP_FRAMES /
-HOP_FRAMES`), so its target is `(1 - a) * y_p + a * y_(p+1)`, exactly the teacher's own output
-when the crop is a patch. Ground truth (a render's instruments, voices and drums, a recording's
-voices) replaces the teachers' guesses where known, as in v2, and is interpolated the same way.
+by how much of each it covers: a crop at offset `f` lies between patch `p = f // hop` and
+`p + 1` and overlaps them by `1 - a` and `a` of a hop (`a = f % hop / hop`), so its target is
+`(1 - a) * y_p + a * y_(p+1)`, exactly the teacher's own output when the crop is a patch.
+Ground truth (a render's instruments, voices and drums, a recording's voices) replaces the
+teachers' guesses where known, as in v2, and is interpolated the same way.
 
 Real music and renders are weighed by a per-example loss weight (`render_weight`): renders
 keep their natural share of the crops (their share of the audio) and each counts that much.
@@ -49,7 +50,7 @@ class Track:
         targets: (rows, 100) float32 soft targets, one row per labelled patch.
         truth: (rows, 100) int8 ground truth where known, else -1.
         teacher: (rows, 100) float32 the chosen teachers' scores (no ground truth).
-        frames: First mel frame of each row (training: every `HOP_FRAMES`; valid/test: the
+        frames: First mel frame of each row (training: every `hop`; valid/test: the
             evaluated windows).
     """
 
@@ -60,6 +61,11 @@ class Track:
     truth: np.ndarray
     teacher: np.ndarray
     frames: np.ndarray
+
+    @property
+    def hop(self) -> int:
+        """Mel frames between two labelled training rows."""
+        return int(self.frames[1] - self.frames[0]) if len(self.frames) > 1 else HOP_FRAMES
 
 
 def _combined(folder: Path, choices: Mapping[str, str], patch_level: bool) -> np.ndarray:
@@ -122,13 +128,14 @@ def load_tracks(
     return tracks
 
 
-def crop_target(targets: np.ndarray, offset: int) -> np.ndarray:
+def crop_target(targets: np.ndarray, offset: int, hop: int = HOP_FRAMES) -> np.ndarray:
     """(C,) the target of a crop starting `offset` frames into a track whose patch rows are
-    `targets` (P, C): the coverage-weighted mean of the two patches it lies between."""
-    patch, rest = divmod(int(offset), HOP_FRAMES)
+    `targets` (P, C), `hop` frames apart: the coverage-weighted mean of the two patches it
+    lies between."""
+    patch, rest = divmod(int(offset), hop)
     if patch >= len(targets) - 1 or rest == 0:
         return np.asarray(targets[min(patch, len(targets) - 1)], dtype=np.float32)
-    share = rest / HOP_FRAMES
+    share = rest / hop
     return ((1.0 - share) * targets[patch] + share * targets[patch + 1]).astype(np.float32)
 
 
@@ -157,7 +164,7 @@ def plan_epoch(tracks: Sequence[Track], seed: int, crops_per_window: float = 1.0
     for k, track in enumerate(tracks):
         expected = crops_per_window * track.mel.shape[0] / WINDOW_FRAMES
         count = max(1, int(expected) + int(rng.random() < expected - int(expected)))
-        last = HOP_FRAMES * (len(track.targets) - 1)
+        last = track.hop * (len(track.targets) - 1)
         track_ids.append(np.full(count, k))
         offsets.append(rng.integers(0, last + 1, size=count))
     order = rng.permutation(sum(len(t) for t in track_ids))
@@ -184,7 +191,9 @@ def batches(
         picked = [(tracks[int(plan.track[i])], int(plan.offset[i])) for i in rows]
         yield Batch(
             log_mel=torch.from_numpy(np.stack([crop_mel(t.mel, o) for t, o in picked])),
-            targets=torch.from_numpy(np.stack([crop_target(t.targets, o) for t, o in picked])),
+            targets=torch.from_numpy(
+                np.stack([crop_target(t.targets, o, t.hop) for t, o in picked])
+            ),
             weights=torch.tensor(
                 [render_weight if t.kind == "render" else 1.0 for t, _ in picked],
                 dtype=torch.float32,
