@@ -31,7 +31,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
         {}, command=["-m", "tests.hardening.launch", "--resolve-others", "192.0.2.1"]
     )
     har = tmp_path / "requests.har"
-    examples = budget(100, 1000)
+    examples = budget(50, 1000)
     try:
         server.wait_ready()
         command = [

@@ -47,9 +47,9 @@ def test_the_bundled_model_serves_at_once_then_switches_to_int8() -> None:
     # The session's compile cache (tests/conftest.py): nothing has built v1's int8 artifact
     # before this test (tests/app runs before tests/model), and test_quantize.py's int8 parity
     # test then finds it there instead of building it again.
-    # Model calls of at most 2 windows: two int8 packages to build instead of four (the same
+    # Model calls of one window: one int8 package to build instead of four (the same
     # artifact as the int8 parity test's, tests/model/test_quantize.py).
-    server = ServiceProcess({"checkpoint": str(DEFAULT), "compile": "auto", "max_chunk_windows": 2})
+    server = ServiceProcess({"checkpoint": str(DEFAULT), "compile": "auto", "max_chunk_windows": 1})
     try:
         server.wait_ready(timeout=30)
         assert tag(server) == 200
