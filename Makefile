@@ -55,13 +55,18 @@ train_distilled = if [ -f runs/distill-$(1)/last.pt ]; then \
 # Rebuilds the bundled default model (v3, issue 32) from nothing, resumable: every step skips
 # what is done, and a rerun continues the training run where it stopped. Fetch real music,
 # render MIDI, label the validation windows with all four musicnn teachers, choose each
-# vocabulary's teacher on validation ground truth, label every quarter-window patch of every
-# training track with the chosen ones and every test window with all four (data/v3: log-mels
-# once per track), train q2l-small on random crops until validation stops improving
-# (runs/v3-q2l-small), then the regression gate against the current default and v1. Only a
+# vocabulary's teacher on validation ground truth, label every test window and a window every
+# half window of every training track with the chosen teachers (compiled, two one-thread
+# processes; data/v3: log-mels once per track), train q2l-small from v1's weights on random
+# crops until validation stops improving (runs/v3-q2l-small), then the regression gate against the current default and v1. Only a
 # candidate that passed the gate is copied into model/weights/default.safetensors;
 # FORCE_DEFAULT=1 copies it anyway and writes that into docs/model-card.md. The report is then
 # redone for the new default.
+# label-patches ARGS in two one-thread processes (one per core), each its half of the sources.
+label_sharded = pids=; for shard in 0 1; do \
+	  $(PY) -m training label-patches --cache data/v3 $(1) --compile --threads 1 \
+	    --shard $$shard/2 & pids="$$pids $$!"; \
+	done; for pid in $$pids; do wait $$pid || exit 1; done
 V3_CONFIG ?= training/experiments/default-model-v3.toml
 V3_RUN ?= runs/v3-q2l-small
 FORCE_DEFAULT ?= 0
@@ -70,8 +75,8 @@ default-model: $(STAMP)
 	$(PY) -m training render --dest data/rendered
 	$(PY) -m training label-patches --cache data/v3 --splits valid
 	test -f data/v3/teachers.json || $(PY) -m training choose-teachers --cache data/v3
-	$(PY) -m training label-patches --cache data/v3 --splits train --chosen
-	$(PY) -m training label-patches --cache data/v3 --splits test
+	$(call label_sharded,--splits test)
+	$(call label_sharded,--splits train --chosen)
 	if [ -f $(V3_RUN)/last.pt ]; then \
 	  $(PY) -m training train-distill --resume $(V3_RUN); \
 	else \

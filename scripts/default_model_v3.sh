@@ -7,8 +7,9 @@
 #
 #   label-valid  validation windows (all four teachers), the renders' too once rendered, then
 #                choose-teachers
-#   label K      every test window, then every training patch, with the chosen teachers
-#                (compiled), the K-th of two shards (K = 0 or 1): one process per core
+#   label K      every test window (all four teachers), then a window every half window of
+#                every training track (the chosen teachers), compiled teachers, the K-th of
+#                two shards (K = 0 or 1): one process per core
 #   train        waits for the choice and for labelling to end, then starts or resumes
 #                runs/v3-q2l-small
 #   all          label-valid, then the two label shards, then train, in the background
@@ -38,8 +39,10 @@ label_valid() {
     test -f data/v3/teachers.json || "${PY[@]}" -m training choose-teachers --cache data/v3
 }
 
-label() {
-    "${PY[@]}" -m training label-patches --cache data/v3 --splits test train --threads 1 \
+label() {  # the test split with all four teachers (the report compares them), then training
+    "${PY[@]}" -m training label-patches --cache data/v3 --splits test --threads 1 \
+        --compile --shard "$1/2"
+    "${PY[@]}" -m training label-patches --cache data/v3 --splits train --threads 1 \
         --chosen --compile --shard "$1/2"
 }
 
