@@ -1,8 +1,8 @@
 """Long recordings in the real service: a two-hour upload is tagged with bounded memory, four
 concurrent 30-minute uploads are all answered on an idle server, and (with `make hardening`)
 30-second clips sent while a 60-minute track is tagged keep close to their idle latency.
-`make test` runs the first two at a quarter and a third of those lengths (half an hour; four of
-ten minutes), so that CI stays within its time; `make hardening` runs the full lengths.
+`make test` runs the first two at half and a third of those lengths (one hour; four of ten
+minutes), so that CI stays within its time; `make hardening` runs the full lengths.
 
 The long files are real music: a few real tracks (the test music fetched from Debian) encoded
 once as a 44.1 kHz stereo mp3, then repeated frame by frame to the length a test needs (mp3
@@ -37,9 +37,9 @@ TRACKS = [
 ]
 RATE = 44100
 WINDOW_SECONDS = 59049 / 16000
-# The long upload: 10 s under the default limit of 7,200 s (half an hour in `make test`).
+# The long upload: 10 s under the default limit of 7,200 s (one hour in `make test`).
 DEFAULT_MAX_AUDIO_SECONDS: float = Settings.model_fields["max_audio_seconds"].default
-LONG_SECONDS = (DEFAULT_MAX_AUDIO_SECONDS if FULL else 1800.0) - 10.0
+LONG_SECONDS = (DEFAULT_MAX_AUDIO_SECONDS if FULL else 3600.0) - 10.0
 # The concurrent uploads, minutes each.
 CONCURRENT_MINUTES = 30 if FULL else 10
 
