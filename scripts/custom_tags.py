@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -57,6 +56,7 @@ from model.audio.decode import AudioDecodeError, decode_audio  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.inference import split_windows  # noqa: E402
 from model.tags import MSD_TAG_NAMES  # noqa: E402
+from scripts.bench.common import cpu_model  # noqa: E402
 from training.distill.corpus import package_split  # noqa: E402
 from training.fetch_music import RESERVED_PACKAGES  # noqa: E402
 
@@ -228,16 +228,6 @@ def _print(results: dict[str, Any]) -> None:
             )
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--music", type=Path, default=ROOT / "data" / "music")
@@ -267,7 +257,7 @@ def main() -> int:
         document = {
             "command": "python scripts/custom_tags.py " + " ".join(sys.argv[1:]),
             "date": dt.date.today().isoformat(),
-            "machine": f"{_cpu_name()}, {os.cpu_count()} CPUs; fits on 1 torch thread",
+            "machine": f"{cpu_model()}, {os.cpu_count()} CPUs; fits on 1 torch thread",
             "tracks": {
                 split: sum(t["split"] == split for t in tracks)
                 for split in ("train", "valid", "test")

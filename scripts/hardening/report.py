@@ -27,19 +27,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from scripts.bench.common import cpu_model  # noqa: E402
+
 DECODER_FAULTS = ("segfault", "hang", "memory")
 LONG_AUDIO = ("two_hours", "four_half_hours", "short_clips_beside")
 MB = 1e6
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def gpu() -> str:
