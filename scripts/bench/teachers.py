@@ -20,14 +20,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from scripts.bench.common import cpu_model
 from training.distill.cache import WINDOW
-from training.distill.patches import TEACHER_BATCH, _prepare_teacher, _teacher_scores
+from training.distill.patches import TEACHER_BATCH, prepare_teacher, teacher_scores
 from training.distill.teachers import TEACHERS
 
 
 def _rate(model: torch.nn.Module, windows: torch.Tensor) -> tuple[float, torch.Tensor]:
     with torch.inference_mode():
         started = time.perf_counter()
-        scores = _teacher_scores(model, windows)  # type: ignore[arg-type]
+        scores = teacher_scores(model, windows)  # type: ignore[arg-type]
     return len(windows) / (time.perf_counter() - started), scores
 
 
@@ -42,10 +42,10 @@ def main() -> None:
     print("| teacher | eager windows/s | compiled windows/s | ratio | compile s | max diff |")
     print("|---|---|---|---|---|---|")
     for teacher in TEACHERS:
-        eager = _prepare_teacher(teacher, compile_graphs=False)
+        eager = prepare_teacher(teacher, compile_graphs=False)
         _rate(eager, windows[:TEACHER_BATCH])  # warm-up
         eager_rate, reference = _rate(eager, windows)
-        compiled = _prepare_teacher(teacher, compile_graphs=True)
+        compiled = prepare_teacher(teacher, compile_graphs=True)
         started = time.perf_counter()
         _rate(compiled, windows[:TEACHER_BATCH])
         compile_s = time.perf_counter() - started

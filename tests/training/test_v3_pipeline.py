@@ -25,11 +25,11 @@ from training.distill.patches import (
     HOP_FRAMES,
     HOP_SAMPLES,
     WINDOW_FRAMES,
-    _teacher_scores,
     eval_rows,
     label_patches,
     patch_starts,
     plan,
+    teacher_scores,
     train_rows,
 )
 from training.distill.trainer import LABEL_ROWS, DistillConfig, Run, build_student, warm_start
@@ -161,7 +161,7 @@ def test_teacher_batches_are_padded_to_one_shape_and_cut_back() -> None:
     teacher = load_checkpoint(Path("model/weights/musicnn-msd-vgg.safetensors")).model.eval()
     windows = 0.1 * torch.randn(3, WINDOW, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        scores = _teacher_scores(teacher, windows)
+        scores = teacher_scores(teacher, windows)
         alone = torch.sigmoid(teacher(windows[1:2]))
     assert scores.shape == (3, 50)
     torch.testing.assert_close(scores[1:2], alone, atol=1e-5, rtol=0)

@@ -156,12 +156,12 @@ def label_source(
     for teacher, model in teachers.items():
         target = _scores_file(folder, teacher, source)
         if not target.is_file():
-            _save(target, _teacher_scores(model, patches).numpy().astype(np.float32))
+            _save(target, teacher_scores(model, patches).numpy().astype(np.float32))
     n_frames = int(np.load(folder / "mel.npy", mmap_mode="r").shape[0])
     return {"n_patches": len(starts), "n_frames": n_frames}
 
 
-def _teacher_scores(model: TaggingModel, patches: torch.Tensor) -> torch.Tensor:
+def teacher_scores(model: TaggingModel, patches: torch.Tensor) -> torch.Tensor:
     """(P, classes) a teacher's probabilities, in batches of exactly `TEACHER_BATCH` windows
     (the last one zero-padded), so that a compiled teacher sees a single input shape."""
     n = len(patches)
@@ -169,7 +169,7 @@ def _teacher_scores(model: TaggingModel, patches: torch.Tensor) -> torch.Tensor:
     return predict_windows(model, padded, batch_size=TEACHER_BATCH)[:n]
 
 
-def _prepare_teacher(teacher: Teacher, compile_graphs: bool) -> TaggingModel:
+def prepare_teacher(teacher: Teacher, compile_graphs: bool) -> TaggingModel:
     # channels_last: the vgg teachers ran 1.5x faster on one CPU thread with the same outputs
     # (max |difference| 4e-7 of the probabilities; 2026-12-07, batch 16); musicnn: no change.
     model = load_checkpoint(teacher.weights).model.eval().to(memory_format=torch.channels_last)
@@ -223,7 +223,7 @@ def label_patches(
     print(f"{len(sources)} sources in {list(splits)}, {len(todo)} to label", flush=True)
     if not todo:
         return 0
-    teachers = {teacher: _prepare_teacher(teacher, compile_graphs) for teacher in chosen}
+    teachers = {teacher: prepare_teacher(teacher, compile_graphs) for teacher in chosen}
     frontend = MelFrontEnd(_STUDENT.audio, _STUDENT.mel).eval()  # type: ignore[attr-defined]
     started = time.perf_counter()
     labelled = 0

@@ -157,11 +157,8 @@ def warm_start(model: Query2Label, path: Path, taxonomy: str = "mtt") -> list[st
             f"{sorted(set(source) - set(target))[:5]}, only in the student: "
             f"{sorted(set(target) - set(source))[:5]})"
         )
-    rows = {
-        VOCABULARY_INDEX[tag.id if tag.taxonomy else f"{taxonomy}/{tag.name}"]: k
-        for k, tag in enumerate(checkpoint.metadata.tags)
-        if (tag.id if tag.taxonomy else f"{taxonomy}/{tag.name}") in VOCABULARY_INDEX
-    }
+    ids = [tag.id if tag.taxonomy else f"{taxonomy}/{tag.name}" for tag in checkpoint.metadata.tags]
+    rows = {VOCABULARY_INDEX[id_]: k for k, id_ in enumerate(ids) if id_ in VOCABULARY_INDEX}
     with torch.no_grad():
         for name, tensor in target.items():
             if name in LABEL_ROWS:
