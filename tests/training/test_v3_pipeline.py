@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -32,7 +33,14 @@ from training.distill.patches import (
     teacher_scores,
     train_rows,
 )
-from training.distill.trainer import LABEL_ROWS, DistillConfig, Run, build_student, warm_start
+from training.distill.trainer import (
+    LABEL_ROWS,
+    DistillConfig,
+    Run,
+    build_student,
+    selection_measure,
+    warm_start,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -290,3 +298,47 @@ def test_a_test_split_too_small_to_measure_fails_the_gate_and_keeps_the_default(
         main([*promote, "--default", str(default), "--model-card", str(tmp_path / "card.md")]) == 1
     )
     assert default.read_bytes() == before
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "training" / "experiments"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "default-model-v3.toml",
+        "default-model-v3-wide.toml",
+        "capacity-small.toml",
+        "capacity-wide.toml",
+    ],
+)
+def test_the_v3_configs_build_their_students(name: str) -> None:
+    config = DistillConfig.from_toml(EXPERIMENTS / name)
+    student = build_student(config)
+    # q2l-small holds 4.69 M parameters; the 1.5x-wide variant 10.50 M.
+    wide = "wide" in name
+    assert student.num_parameters() == pytest.approx(10.50e6 if wide else 4.69e6, rel=0.01)
+
+
+def test_the_capacity_pair_differs_only_in_the_students_widths() -> None:
+    small = DistillConfig.from_toml(EXPERIMENTS / "capacity-small.toml")
+    wide = DistillConfig.from_toml(EXPERIMENTS / "capacity-wide.toml")
+    assert small.model == {}
+    assert wide.model["d_model"] == 384
+    assert small.init == wide.init == ""
+    assert dataclasses.replace(wide, model={}) == small
+
+
+def test_the_track_selection_ranks_by_the_mean_of_the_two_track_agreements() -> None:
+    result = {"agreement": 0.94, "bce": 0.15, "mtt_track": 0.90, "msd_track": 0.96}
+    assert selection_measure(result, "window") == pytest.approx(0.94)
+    assert selection_measure(result, "track") == pytest.approx(0.93)
+    # Too few positives for a measure: the soft BCE ranks instead (lower is better).
+    thin = {"agreement": None, "bce": 0.2, "mtt_track": 0.9, "msd_track": None}
+    assert selection_measure(thin, "window") == pytest.approx(-0.2)
+    assert selection_measure(thin, "track") == pytest.approx(-0.2)
+
+
+def test_an_unknown_selection_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(SystemExit, match=r"selection = 'auc'.*\['track', 'window'\]"):
+        DistillConfig(selection="auc")

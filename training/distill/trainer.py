@@ -74,6 +74,21 @@ CURVE_FIELDS = (
 )
 
 
+SELECTIONS = ("window", "track")
+
+
+def selection_measure(result: dict[str, Any], selection: str) -> float:
+    """The number a validation `result` is ranked by (higher is better). A validation set too
+    small for any tag to reach the positives a measure needs (a test's) falls back to -BCE."""
+    if selection == "track":
+        tracks = [result["mtt_track"], result["msd_track"]]
+        if all(value is not None for value in tracks):
+            return float(np.mean(tracks))
+    elif result["agreement"] is not None:
+        return float(result["agreement"])
+    return -float(result["bce"])
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """A v3 distillation run (TOML keys of the same names).
@@ -88,7 +103,10 @@ class DistillConfig:
         warmup_steps: Linear warm-up of the learning rate from zero.
         render_weight: Loss weight of a crop of a render (a real recording's is 1).
         crops_per_window: Crops per epoch per window of a track's audio.
-        patience: Epochs without a better validation agreement before stopping.
+        selection: The validation measure that picks the best epoch and drives patience:
+            "window" (per-window agreement over both vocabularies, v2's) or "track" (the mean
+            of the MTT and MSD track agreements, the gate's and the service's level).
+        patience: Epochs without a better validation measure before stopping.
         lr_patience: Epochs without improvement before the learning rate halves.
         min_delta: What counts as better.
         max_epochs: Stop here in any case.
@@ -112,6 +130,7 @@ class DistillConfig:
     warmup_steps: int = 500
     render_weight: float = 0.5
     crops_per_window: float = 1.0
+    selection: str = "window"
     patience: int = 4
     lr_patience: int = 2
     min_delta: float = 5e-4
@@ -122,6 +141,10 @@ class DistillConfig:
     seed: int = 0
     init: str = ""
     init_taxonomy: str = "mtt"
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise SystemExit(f"selection = {self.selection!r}: use one of {sorted(SELECTIONS)}")
 
     @classmethod
     def from_toml(cls, path: Path) -> DistillConfig:
@@ -389,8 +412,7 @@ class Run:
         """A warm start's validation, as epoch 0 of the curve and the first best: the run then
         never exports anything worse than where it started."""
         result = validate(self.model, valid, self.config)
-        measure = result["agreement"] if result["agreement"] is not None else -result["bce"]
-        self.state.best = measure
+        self.state.best = selection_measure(result, self.config.selection)
         torch.save(self.model.state_dict(), self.directory / "best.pt")
         self._write_row(
             {
@@ -427,9 +449,8 @@ class Run:
         crops = len(plan_epoch(tracks, config.seed * 1000 + state.epoch, config.crops_per_window))
         result = validate(self.model, valid, config)
         state.epoch += 1
-        # A validation set too small for any tag to reach MIN_POSITIVES (a test's) selects by
-        # its soft BCE instead; a run's validation tracks never change, so neither does this.
-        measure = result["agreement"] if result["agreement"] is not None else -result["bce"]
+        # A run's validation tracks never change, so neither does what the measure falls back to.
+        measure = selection_measure(result, config.selection)
         improved = measure > state.best + config.min_delta
         if improved:
             state.best, state.best_epoch, state.bad_epochs = measure, state.epoch, 0
