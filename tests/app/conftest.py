@@ -44,7 +44,7 @@ MSD_ROCK_THRESHOLD = 0.375  # exact in float32, as thresholds are served
 
 @pytest.fixture(scope="session")
 def two_vocabulary_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The layout of the default model v2: q2l-small with the 50 MTT and then the 50 MSD tags
+    """The layout of the default model (v2, v3): q2l-small with the 50 MTT and then the 50 MSD tags
     (random weights)."""
     torch.manual_seed(16)
     config = config_for("q2l-small", {"n_classes": len(TWO_VOCABULARY_TAGS)})

@@ -26,7 +26,7 @@ from model.runtime import Runtime, RuntimeOptions, int8_decision
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "model" / "weights"
 # Both bundled models ship an int8 calibration that passes its check: v1 quantises every
-# convolution, v2 (the default) keeps its first block and its head fp32.
+# convolution, v3 (the default) keeps its first block and its head fp32.
 DEFAULT = WEIGHTS / "default-v1.safetensors"
 BUNDLED = [DEFAULT, WEIGHTS / "default.safetensors"]
 CPU = torch.device("cpu")
@@ -172,11 +172,10 @@ def test_the_bundled_models_ship_a_passing_calibration(weights: Path) -> None:
 
 
 @pytest.mark.slow
-# v1 only: the model `precision=auto` runs in int8 (v2's speed was measured on a CPU without
-# int8 dot products, so it runs int8 only when forced; its calibration's own check is tested
-# above). Each model costs an int8 package per batch shape to build, and CI has a time
-# budget: chunks of one window, one package.
-@pytest.mark.parametrize("weights", [DEFAULT], ids=lambda path: path.stem)
+# Both bundled models: `precision=auto` runs each in int8 on a CPU with int8 dot products. Each
+# model costs an int8 package per batch shape to build, and CI has a time budget: chunks of one
+# window, one package per model.
+@pytest.mark.parametrize("weights", BUNDLED, ids=lambda path: path.stem)
 def test_int8_matches_fp32_eager_on_real_music(music: Path, weights: Path) -> None:
     """The accuracy guard: the compiled int8 path against fp32 eager on 72 windows of three
     real tracks the calibration never saw: max |int8 - fp32| <= 0.03, identical top-5 tags on

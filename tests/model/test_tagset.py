@@ -106,9 +106,9 @@ def test_missing_tag_set_is_named(tmp_path: Path) -> None:
 
 def test_a_tag_set_refuses_another_base(tmp_path: Path, v1: Checkpoint) -> None:
     path = save_tag_set(tmp_path / "mine.safetensors", _tag_set(v1))
-    v2 = load_checkpoint(WEIGHTS / "default.safetensors")
+    default = load_checkpoint(WEIGHTS / "default.safetensors")
     with pytest.raises(TagSetError) as refused:
-        extend_checkpoint(v2, [load_tag_set(path)])
+        extend_checkpoint(default, [load_tag_set(path)])
     message = str(refused.value)
     assert "was taught on q2l-small@" + v1.sha256[:12] in message
     assert "tagger retrain" in message

@@ -374,7 +374,7 @@ def test_an_interrupted_run_keeps_its_results_and_resume_finishes_it(
     [
         (["--resume"], "--resume needs --format json, jsonl, csv"),
         (["--format", "jsonl", "--resume"], "--resume needs --output FILE"),
-        # The bundled default (v2) has 100 tags.
+        # The bundled default (v3) has 100 tags.
         (["--top-k", "101"], "--top-k must be between 1 and 100"),
         (["--batch-windows", "0"], "--batch-windows must be at least 1"),
         (["--threads", "0"], "--threads must be at least 1"),
