@@ -6,9 +6,11 @@ load falls on both alike, and the median over rounds:
     report's speed measure (`training.distill.evaluation.windows_per_second`);
   * training: crops/s of a v3 training step from precomputed log-mels (forward_log_mel,
     BCE-with-logits on soft targets, backward, Adam step), batch 32, the config's bf16 setting.
-Inputs are random: the cost of these networks does not depend on the audio.
+Inputs are random: the cost of these networks does not depend on the audio. `--checkpoint`
+adds trained checkpoints to the serving rounds (for instance v2, from git, against the bundled
+v3: the issue's speed budget is 10 % of v2's windows/s).
 
-    nice -n 10 .venv/bin/python scripts/v3_capacity.py [--rounds 3]
+    nice -n 10 .venv/bin/python scripts/v3_capacity.py [--rounds 3] [--checkpoint PATH ...]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from model.checkpoint import load_checkpoint
 from training.distill.evaluation import windows_per_second
 from training.distill.patches import WINDOW_FRAMES
 from training.distill.trainer import DistillConfig, build_student
@@ -58,16 +61,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--checkpoint", type=Path, action="append", default=[], help="also time this checkpoint"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     configs = {name: DistillConfig.from_toml(path) for name, path in CONFIGS.items()}
     serving: dict[str, list[float]] = {name: [] for name in configs}
     training: dict[str, list[float]] = {name: [] for name in configs}
+    trained = {str(path): load_checkpoint(path).model.eval() for path in args.checkpoint}
+    served: dict[str, list[float]] = {name: [] for name in trained}
     for _ in range(args.rounds):
         for name, config in configs.items():
             serving[name].append(windows_per_second(build_student(config).eval()))
             training[name].append(training_crops_per_second(config))
+        for name, model in trained.items():
+            served[name].append(windows_per_second(model))
     print(
         f"{dt.date.today().isoformat()}, {platform.machine()}, {args.threads} threads, "
         f"torch {torch.__version__}, median of {args.rounds} interleaved rounds"
@@ -82,6 +92,10 @@ def main() -> None:
             f"| {name} | {parameters / 1e6:.2f} M | {serve:.1f} | {train:.1f} | "
             f"{serve / base:.2f}x |"
         )
+    for name, model in trained.items():
+        serve = statistics.median(served[name])
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"| {name} | {parameters / 1e6:.2f} M | {serve:.1f} | – | {serve / base:.2f}x |")
 
 
 if __name__ == "__main__":
