@@ -94,7 +94,7 @@ def main() -> None:
         )
     for name, model in trained.items():
         serve = statistics.median(served[name])
-        parameters = sum(p.numel() for p in model.parameters())
+        parameters = model.num_parameters()
         print(f"| {name} | {parameters / 1e6:.2f} M | {serve:.1f} | – | {serve / base:.2f}x |")
 
 

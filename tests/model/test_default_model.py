@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.pipeline.describe import top_indices
 from model.audio.decode import decode_audio
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.inference import predict_track
@@ -44,16 +45,12 @@ def _top(scores: dict[str, float], k: int, taxonomy: str = "mtt") -> list[str]:
 
 
 def _top_distinct(checkpoint: Checkpoint, scores: dict[str, float], k: int) -> list[str]:
-    """The first `k` MTT tags with one tag per synonym group, as the service's top-k lists
-    them ("no vocal", "no vocals" and "no voice" are one entry)."""
-    groups = {tag.id: tag.synonym_group for tag in checkpoint.metadata.tags}
-    seen: set[str] = set()
-    top = []
-    for tag in _top(scores, len(scores)):
-        if groups[tag] not in seen:
-            seen.add(groups[tag])
-            top.append(tag)
-    return top[:k]
+    """The first `k` MTT tags as the service's top-k lists them: one tag per synonym group
+    ("no vocal", "no vocals" and "no voice" are one entry)."""
+    tags = checkpoint.metadata.tags
+    mtt = [i for i, tag in enumerate(tags) if tag.id.startswith("mtt/")]
+    values = torch.tensor([scores[tag.id] for tag in tags])
+    return [tags[i].id for i in top_indices(values, tags, k, among=mtt, one_per_group=True)]
 
 
 def test_the_default_model_has_both_vocabularies(default_model: Checkpoint) -> None:
